@@ -1,0 +1,3 @@
+"""Corpora to token shards: reading, cleaning, deduplication, BPE, packing, loading."""
+
+from __future__ import annotations
