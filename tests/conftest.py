@@ -35,3 +35,30 @@ def shared_data() -> Path:
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+def _tiny_doc(rng: random.Random, n_words: int) -> str:
+    syll = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "en", "da", "po", "ri"]
+    words = ["".join(rng.choices(syll, k=rng.randint(1, 3))) for _ in range(n_words)]
+    lines = [" ".join(words[i : i + 12]).capitalize() + "." for i in range(0, n_words, 12)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small mixed corpus (txt, md, jsonl, a nested folder): 40 distinct documents.
+
+    Written once per session; tests must not modify it (copy it first).
+    """
+    import json
+
+    root = tmp_path_factory.mktemp("tiny_corpus")
+    rng = random.Random(1234)
+    (root / "sub").mkdir()
+    for i in range(20):
+        (root / ("sub" if i % 2 else ".") / f"doc{i:02d}.txt").write_text(_tiny_doc(rng, 120))
+    (root / "notes.md").write_text("# Notes\n\n" + _tiny_doc(rng, 150))
+    with open(root / "docs.jsonl", "w") as f:
+        for _ in range(19):
+            f.write(json.dumps({"text": _tiny_doc(rng, 100), "id": 1}) + "\n")
+    return root

@@ -24,6 +24,8 @@ from lmalloc import __version__
 from lmalloc.errors import UserError
 
 MANIFEST = "manifest.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: mkstemp's 0600 becomes the mode a plain open() would give
 
 
 def _fsync_dir(path: Path) -> None:
@@ -40,6 +42,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -93,13 +93,17 @@ class SplitTokens:
         ``i % world_size``. Covers every token that fits in a whole window (at most
         ``max_tokens`` predicted tokens in all ranks together)."""
         window = seq_len + 1
-        spans = [(s, o) for s, n in enumerate(self.lengths) for o in range(0, n - window + 1, seq_len)]
+        spans = [
+            (s, o) for s, n in enumerate(self.lengths) for o in range(0, n - window + 1, seq_len)
+        ]
         if max_tokens is not None:
             spans = spans[: max(1, max_tokens // seq_len)]
         mine = spans[rank::world_size]
         for i in range(0, len(mine), batch_size):
             chunk = mine[i : i + batch_size]
-            buf = np.stack([np.asarray(self.shards[s][o : o + window], dtype=np.int64) for s, o in chunk])
+            buf = np.stack(
+                [np.asarray(self.shards[s][o : o + window], dtype=np.int64) for s, o in chunk]
+            )
             yield buf[:, :-1], buf[:, 1:]
 
 
@@ -130,7 +134,8 @@ class TokenData:
     def split(self, name: str) -> SplitTokens:
         info = self.meta["splits"].get(name)
         if info is None:
-            raise UserError(f"{self.dir} has no {name!r} split (has {sorted(self.meta['splits'])})")
+            have = sorted(self.meta["splits"])
+            raise UserError(f"{self.dir} has no {name!r} split (has {have})")
         shards = []
         for shard in info["shards"]:
             path = safe_join(self.dir, shard["path"])
@@ -160,7 +165,7 @@ def write_token_splits(
     meta: dict[str, Any] = {"vocab_size": vocab_size, "eot_id": eot_id, "dtype": dtype.name,
                             "splits": {}, **(extra or {})}
     for name, arrays in splits.items():
-        shards = []
+        shards: list[dict[str, Any]] = []
         for k, arr in enumerate(arrays):
             rel = f"shards/{name}_{k:05d}.bin"
             write_shard(Path(data_dir) / rel, arr, dtype)
