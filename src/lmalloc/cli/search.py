@@ -1,0 +1,99 @@
+"""``lmalloc search``: tune hyperparameters with proxy trainings on an Optuna study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lmalloc.cli.app import app
+from lmalloc.cli.output import JsonFlag, console, emit
+
+
+@app.command()
+def search(
+    run: Annotated[Path, typer.Option("--run", help="The run directory (runs/NAME).")],
+    space: Annotated[Path | None, typer.Option(help="Search space TOML "
+                                               "(default configs/space_tiny.toml).")] = None,
+    strategy: Annotated[str, typer.Option(help="grid|random|tpe|gp|cmaes|nsga2|qmc|pg|dqn|"
+                                          "auto")] = "auto",
+    budget: Annotated[str | None, typer.Option(help="Stop when spent: '10m', '1e15flops', "
+                                               "'10m,mem=4GB'.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Stop after this many finished "
+                                               "trials.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel local worker processes.")] = 1,
+    recipe: Annotated[Path | None, typer.Option(help="Base recipe every trial starts from "
+                                                "(default configs/tiny.toml).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default "
+                                                "sqlite in the run).")] = None,
+    pruner: Annotated[str, typer.Option(help="asha|hyperband|median|none")] = "asha",
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    second_objective: Annotated[str | None, typer.Option(help="flops|memory: Pareto "
+                                                         "search.")] = None,
+    worker: Annotated[bool, typer.Option("--worker", help="Join a shared study (no "
+                                         "orphan recovery).")] = False,
+    status: Annotated[bool, typer.Option("--status", help="Only show the study.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search hyperparameters with proxy trainings; resumable, budget-aware."""
+    from lmalloc.search import study as st
+
+    if status:
+        s = st.build_settings(run, space, recipe, None, strategy, 1, storage)
+        emit(st.summarize(st.load_study(s)), as_json, _render)
+        return
+    s = st.build_settings(run, space, recipe, budget, strategy, trials, storage, pruner, seed,
+                          second_objective=second_objective)
+    live = None if as_json else _LiveTable()
+    result = st.run_search(s, workers=workers, on_poll=live, join_existing=worker)
+    if live is not None:
+        live.stop()
+    emit(result, as_json, _render)
+
+
+class _LiveTable:
+    """Redraws the trial table while the search runs."""
+
+    def __init__(self) -> None:
+        from rich.live import Live
+
+        self.live = Live(console=console, refresh_per_second=1, transient=True)
+        self.live.start()
+
+    def __call__(self, study: Any) -> None:
+        from lmalloc.search.study import summarize
+
+        self.live.update(_table(summarize(study), last=15))
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
+def _table(summary: dict[str, Any], last: int | None = None) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"study {summary['study']}: {summary['counts']}")
+    for col in ("trial", "state", "value", "best so far", "params / reason"):
+        t.add_column(col)
+    best = float("inf")
+    rows = summary["trials"]
+    for r in rows[-last:] if last else rows:
+        if r["value"] is not None and r["state"] == "complete":
+            best = min(best, r["value"])
+        value = f"{r['value']:.4f}" if r["value"] is not None else "-"
+        detail = r["reason"] if r["state"] != "complete" else _short(r["params"])
+        t.add_row(str(r["number"]), r["status"] or r["state"], value,
+                  f"{best:.4f}" if best < float("inf") else "-", str(detail or ""))
+    return t
+
+
+def _short(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
+def _render(summary: dict[str, Any]) -> None:
+    console.print(_table(summary))
+    for b in summary["best"]:
+        console.print(f"[bold]best[/] trial {b['number']}: {b['values']} {_short(b['params'])}")

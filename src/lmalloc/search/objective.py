@@ -1,0 +1,257 @@
+"""The search objective: one trial trains one proxy model with the one trainer.
+
+A trial's parameters (free-form names from the :class:`~lmalloc.search.space.SearchSpace`) are
+mapped onto the model (``GPTConfig`` fields, or ``params`` = a target N turned into a shape by
+:func:`~lmalloc.model.shape.shape_for`) and the trainer (``TrainConfig`` fields; ``warmup_frac``
+is an alias of ``warmup``). Before a trial runs, the cost package predicts its peak memory and
+wall time; a configuration over a limit is *infeasible*: it is recorded with its reason and its
+constraint values (Optuna's ``Trial.set_constraint``, read by TPE, GP and NSGA-II) and never
+trained.
+
+Multi-fidelity: the trainer reports validation bits per byte at every evaluation with the
+training tokens as the step, and an Optuna pruner (ASHA or Hyperband) may stop the trial.
+Partial runs are comparable because every trial of a study has the same token budget: at a
+rung, all trials are at the same fraction of their own schedule, and the pruner compares ranks
+at the same rung only. (The WSD alternative — a short cooldown branch at each rung — costs
+extra compute per rung; the ladder uses it, the search does not.)
+
+Failures never stop the search: divergence (NaN, spikes), out of memory and crashes end the
+trial as FAIL with the reason in its user attributes; the partial cost is charged to the ledger.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from lmalloc.errors import UserError
+from lmalloc.rundir import RunDir
+from lmalloc.search.space import SearchSpace
+
+TRAIN_ALIASES = {"warmup_frac": "warmup"}
+CONSTRAINT_ATTR = "constraint"
+
+
+class TrialFailed(Exception):
+    """A trial ended without a usable value (diverged, out of memory, crashed)."""
+
+
+def _model_fields() -> set[str]:
+    from lmalloc.model.config import GPTConfig
+
+    return {f.name for f in dataclasses.fields(GPTConfig)} | {"params"}
+
+
+def _train_fields() -> set[str]:
+    from lmalloc.train.config import TrainConfig
+
+    return {f.name for f in dataclasses.fields(TrainConfig)} | set(TRAIN_ALIASES)
+
+
+def check_space_names(space: SearchSpace) -> None:
+    """Every parameter must name a model or trainer field: a typo is an error, not a no-op."""
+    known = _model_fields() | _train_fields()
+    unknown = sorted(set(space.names) - known)
+    if unknown:
+        raise UserError(
+            f"search space parameter(s) {unknown} are neither model nor trainer fields; "
+            f"allowed: {', '.join(sorted(known))}"
+        )
+
+
+def configs_for(
+    params: dict[str, Any], base_model: dict[str, Any], base_train: Any, vocab_size: int
+) -> tuple[Any, Any]:
+    """The ``(GPTConfig, TrainConfig)`` of one trial: the base recipe with ``params`` applied.
+
+    Width changes keep the base head size (``n_head = d_model / head_dim``); a batch change
+    keeps the micro-batch when it divides, else uses the whole batch per forward pass.
+    """
+    from lmalloc.model.config import GPTConfig
+    from lmalloc.model.shape import shape_for
+
+    model_fields = _model_fields()
+    model = {**base_model, **{k: v for k, v in params.items() if k in model_fields}}
+    train = {TRAIN_ALIASES.get(k, k): v for k, v in params.items() if k not in model_fields}
+    seq_len = int(train.get("seq_len", base_train.seq_len))
+    model.setdefault("seq_len", seq_len)
+    if "params" in model:
+        shape = shape_for(float(model.pop("params")), vocab_size=vocab_size, seq_len=seq_len)
+        model.update(n_layer=shape.n_layer, n_head=shape.n_head, d_model=shape.d_model)
+    elif "d_model" in params and "n_head" not in params:
+        head_dim = max(1, int(base_model["d_model"]) // int(base_model["n_head"]))
+        model["n_head"] = max(1, int(model["d_model"]) // head_dim)
+        model.pop("n_kv_head", None)
+    model_cfg = GPTConfig(vocab_size=vocab_size, **model)
+    batch = int(train.get("batch_tokens", base_train.batch_tokens))
+    sequences = max(1, batch // seq_len)
+    micro = int(train.get("micro_batch", base_train.micro_batch))
+    if sequences % micro:
+        train["micro_batch"] = sequences
+    return model_cfg, base_train.replace(**train)
+
+
+@dataclasses.dataclass
+class Limits:
+    """What a single trial may use; ``None`` = unlimited."""
+
+    memory_bytes: float | None = None
+    trial_seconds: float | None = None
+    hardware: Any = None  # a cost.HardwareProfile; None = this machine's default
+
+
+def violations(model_cfg: Any, train_cfg: Any, limits: Limits) -> tuple[list[float], str]:
+    """Predicted constraint violations (relative excess, > 0 = infeasible) and the reason."""
+    from lmalloc.cost.hardware import default_hardware
+    from lmalloc.cost.memory import estimate_memory
+    from lmalloc.cost.time_model import predict_time
+
+    hw = limits.hardware or default_hardware()
+    precision = "fp32" if train_cfg.precision in ("auto", "fp32") else train_cfg.precision
+    mem = estimate_memory(model_cfg, train_cfg.micro_batch, train_cfg.seq_len, precision)
+    tokens = train_cfg.max_tokens or (train_cfg.max_steps or 0) * train_cfg.batch_tokens
+    secs = predict_time(
+        model_cfg, max(tokens, train_cfg.batch_tokens), hw, batch_tokens=train_cfg.batch_tokens,
+        micro_batch=train_cfg.micro_batch, seq_len=train_cfg.seq_len, precision=precision,
+        eval_every=train_cfg.eval_every, eval_tokens=train_cfg.eval_tokens,
+    ).seconds
+    out, reasons = [0.0, 0.0], []
+    if limits.memory_bytes is not None and mem.peak > limits.memory_bytes:
+        out[0] = mem.peak / limits.memory_bytes - 1.0
+        reasons.append(
+            f"predicted peak memory {mem.peak / 2**30:.2f} GiB > limit "
+            f"{limits.memory_bytes / 2**30:.2f} GiB"
+        )
+    if limits.trial_seconds is not None and secs > limits.trial_seconds:
+        out[1] = secs / limits.trial_seconds - 1.0
+        reasons.append(f"predicted time {secs:.0f} s > limit {limits.trial_seconds:.0f} s")
+    return out, "; ".join(reasons)
+
+
+def _set_constraints(trial: optuna.Trial, cons: list[float]) -> None:
+    trial.set_user_attr(CONSTRAINT_ATTR, cons)
+    trial.set_constraint("memory", cons[0])
+    trial.set_constraint("time", cons[1])
+
+
+class _ReportToPruner:
+    """Trainer callback: report val bits per byte at each evaluation, stop when pruned."""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+
+    def on_train_start(self, trainer: Any) -> None: ...
+
+    def on_step(self, trainer: Any, row: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, trainer: Any, result: Any) -> None: ...
+
+    def on_eval(self, trainer: Any, row: dict[str, Any]) -> None:
+        from lmalloc.train.callbacks import StopTraining
+
+        value = row.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return
+        self.trial.report(float(value), step=int(row["tokens"]))
+        if self.trial.should_prune():
+            raise StopTraining("pruned", f"pruned at {row['tokens']} tokens ({value:.4f})")
+
+
+class TrialObjective:
+    """``objective(trial) -> value`` for :meth:`optuna.Study.optimize`.
+
+    Args:
+        space: the search space; data_dir: prepared shards; run: the run directory (trials
+            write to ``trials/<n>/`` and charge the ledger's ``stage``).
+        base_model: GPTConfig keyword arguments without ``vocab_size``; base_train: the
+            TrainConfig every trial starts from (its token budget is the fidelity's maximum).
+        metric: ``val_bpb`` (default) or ``val_loss``.
+        limits: memory and time limits checked before a trial runs.
+        second_objective: ``None``, ``"flops"`` or ``"memory"`` for a Pareto search.
+    """
+
+    def __init__(
+        self, space: SearchSpace, data_dir: str | Path, run: RunDir, base_model: dict[str, Any],
+        base_train: Any, metric: str = "val_bpb", limits: Limits | None = None,
+        second_objective: str | None = None, stage: str = "explore",
+    ) -> None:
+        from lmalloc.data.shards import TokenData
+
+        check_space_names(space)
+        if metric not in ("val_bpb", "val_loss"):
+            raise UserError(f"invalid metric = {metric!r}: expected val_bpb or val_loss")
+        if second_objective not in (None, "flops", "memory"):
+            raise UserError(
+                f"invalid second objective = {second_objective!r}: expected flops or memory"
+            )
+        self.space, self.data_dir, self.run = space, Path(data_dir), run
+        self.base_model, self.base_train, self.metric = base_model, base_train, metric
+        self.limits = limits or Limits()
+        self.second, self.stage = second_objective, stage
+        self.vocab_size = TokenData(data_dir).vocab_size
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        params = self.space.suggest(trial)
+        try:
+            model_cfg, train_cfg = configs_for(
+                params, self.base_model, self.base_train, self.vocab_size
+            )
+        except UserError as e:
+            self._infeasible(trial, [1.0, 0.0], f"contradictory configuration: {e}")
+        cons, reason = violations(model_cfg, train_cfg, self.limits)
+        if reason:
+            self._infeasible(trial, cons, reason)
+        _set_constraints(trial, cons)
+        trial.set_user_attr("model", model_cfg.to_dict())
+        return self._train(trial, model_cfg, train_cfg)
+
+    def _infeasible(self, trial: optuna.Trial, cons: list[float], reason: str) -> None:
+        _set_constraints(trial, cons)
+        trial.set_user_attr("status", "infeasible")
+        trial.set_user_attr("reason", reason)
+        raise optuna.TrialPruned(f"infeasible: {reason}")
+
+    def _train(self, trial: optuna.Trial, model_cfg: Any, train_cfg: Any) -> Any:
+        from lmalloc.train.trainer import Trainer
+
+        if train_cfg.eval_every == 0:  # the pruner needs intermediate reports
+            steps = (train_cfg.max_tokens or 0) // train_cfg.batch_tokens
+            train_cfg = train_cfg.replace(eval_every=max(1, steps // 8) if steps else 0)
+        out = self.run.trial(trial.number)
+        t0 = time.perf_counter()
+        try:
+            result = Trainer(
+                model_cfg, train_cfg, self.data_dir, out,
+                callbacks=[_ReportToPruner(trial, self.metric)],  # type: ignore[list-item]
+                resume=False,
+            ).fit()
+        except Exception as e:  # a crash fails this trial only; the search goes on
+            self.run.charge(self.stage, 0.0, time.perf_counter() - t0, trial=trial.number,
+                            status="crashed")
+            trial.set_user_attr("status", "crashed")
+            trial.set_user_attr("reason", f"{type(e).__name__}: {e}")
+            trial.set_user_attr("traceback", traceback.format_exc(limit=8))
+            raise TrialFailed(f"crashed: {type(e).__name__}: {e}") from e
+        self.run.charge(self.stage, result.session_flops, result.session_seconds,
+                        trial=trial.number, status=result.status)
+        for key in ("status", "reason", "tokens", "flops", "seconds", "val_loss", "val_bpb"):
+            trial.set_user_attr(key, getattr(result, key))
+        if result.status in ("pruned", "time_limit"):
+            raise optuna.TrialPruned(result.reason)
+        value = getattr(result, self.metric)
+        if result.status in ("diverged", "oom") or value is None or not math.isfinite(value):
+            raise TrialFailed(f"{result.status}: {result.reason}")
+        if self.second == "flops":
+            return float(value), float(result.flops)
+        if self.second == "memory":
+            from lmalloc.cost.memory import estimate_memory
+
+            mem = estimate_memory(model_cfg, train_cfg.micro_batch, train_cfg.seq_len)
+            return float(value), float(mem.peak)
+        return float(value)

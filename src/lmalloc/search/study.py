@@ -1,0 +1,417 @@
+"""Running a search: the Optuna study, its storage, budget-aware stopping, crash recovery and
+parallel local workers.
+
+Lifecycle of :func:`run_search`:
+
+1. open (or create) the study ``explore`` in the storage — SQLite ``study.db`` in the run
+   directory by default, any Optuna storage URL otherwise (``journal:PATH`` for Optuna's
+   journal file);
+2. recover: trials left RUNNING by a dead worker are marked FAIL and their parameters are
+   enqueued again (at most ``max_retry`` times). For SQLite and journal files a lock in the run
+   directory proves no other local search is alive; a shared database (PostgreSQL) relies on
+   Optuna's heartbeats instead (``heartbeat_interval``, ``RetryFailedTrialCallback``);
+3. optimise with one process per worker (threads of the machine split between them), each a
+   plain ``study.optimize`` on the shared storage, until ``n_trials`` trials have finished or
+   the budget is spent. The budget counts what the ledger says was spent by finished, pruned
+   and failed trials alike; each trial may use at most what is left when it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from lmalloc.errors import UserError
+from lmalloc.rundir import RunDir
+from lmalloc.search.objective import Limits, TrialFailed, TrialObjective
+from lmalloc.search.space import SearchSpace
+
+STUDY_NAME = "explore"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+PRUNERS = ("asha", "hyperband", "median", "none")
+
+
+@dataclass
+class SearchSettings:
+    """Everything a worker needs to rebuild the objective (plain data: it crosses processes)."""
+
+    run_dir: str
+    space: dict[str, Any]
+    base_model: dict[str, Any]
+    base_train: dict[str, Any]
+    strategy: str = "auto"
+    n_trials: int | None = None
+    budget_seconds: float | None = None
+    budget_flops: float | None = None
+    memory_bytes: float | None = None
+    storage: str | None = None
+    pruner: str = "asha"
+    seed: int = 0
+    metric: str = "val_bpb"
+    second_objective: str | None = None
+    max_retry: int = 2
+    stage: str = "explore"
+    trial_flops: float = 0.0  # predicted cost of one base-recipe trial: never start one
+    trial_seconds: float = 0.0  # that the budget cannot pay for
+    study_name: str = STUDY_NAME
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def storage_url(run_dir: str | Path, storage: str | None) -> str:
+    return storage or f"sqlite:///{Path(run_dir).resolve() / 'study.db'}"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; an unreachable one is a :class:`UserError`."""
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = url.removeprefix("journal:").removeprefix("//")
+            return optuna.storages.JournalStorage(JournalFileBackend(path))
+        if url.startswith("sqlite:"):
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": 120}}
+            )
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=30, grace_period=120,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=2),
+        )
+    except Exception as e:  # sqlalchemy errors, missing drivers, bad URLs
+        raise UserError(
+            f"cannot open the study storage {url!r}: {type(e).__name__}: {e}. Check the URL, "
+            "that the server is reachable, and that its driver is installed "
+            "(pip install 'lmalloc[postgres]' for PostgreSQL)"
+        ) from None
+
+
+def _local(url: str) -> bool:
+    return url.startswith(("sqlite:", "journal:"))
+
+
+def make_pruner(name: str, max_tokens: int | None) -> optuna.pruners.BasePruner:
+    """ASHA, Hyperband or median pruning with training tokens as the resource."""
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(reduction_factor=3)
+    if name == "hyperband":
+        top = max_tokens or "auto"
+        low = max(1, max_tokens // 9) if max_tokens else 1
+        return optuna.pruners.HyperbandPruner(min_resource=low, max_resource=top,
+                                              reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise UserError(f"unknown pruner {name!r}: expected one of {', '.join(PRUNERS)}")
+
+
+def load_study(s: SearchSettings, worker: int = 0) -> optuna.Study:
+    from lmalloc.search.strategies import make_sampler
+
+    space = SearchSpace.from_dict(s.space)
+    sampler = make_sampler(s.strategy, space, seed=s.seed + worker)
+    directions = ["minimize", "minimize"] if s.second_objective else ["minimize"]
+    return optuna.create_study(
+        study_name=s.study_name, storage=open_storage(storage_url(s.run_dir, s.storage)),
+        sampler=sampler, pruner=make_pruner(s.pruner, s.base_train.get("max_tokens")),
+        directions=directions, load_if_exists=True,
+    )
+
+
+@contextlib.contextmanager
+def local_search_lock(run_dir: str | Path) -> Iterator[None]:
+    """Held by the one local search of a run; proves RUNNING trials of SQLite are orphans."""
+    path = Path(run_dir) / ".search.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"another search is running on {run_dir} (lock {path}); wait for it, or use a "
+                "shared --storage with --worker to join it"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def recover_orphans(study: optuna.Study, max_retry: int = 2) -> list[int]:
+    """Fail trials left RUNNING by a dead worker and enqueue their parameters again."""
+    retried = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "status", "orphaned")
+        study._storage.set_trial_user_attr(
+            t._trial_id, "reason", "its worker died (left RUNNING); retried"
+        )
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        depth = int(t.user_attrs.get("retry_depth", 0))
+        if t.params and depth < max_retry:
+            study.enqueue_trial(
+                t.params, user_attrs={"retry_of": t.number, "retry_depth": depth + 1}
+            )
+            retried.append(t.number)
+    return retried
+
+
+def budget_left(s: SearchSettings) -> dict[str, float | None]:
+    """Seconds and FLOPs this stage may still spend (None = unlimited)."""
+    spent = RunDir(s.run_dir).spent(s.stage)
+    left: dict[str, float | None] = {"seconds": None, "flops": None}
+    if s.budget_seconds is not None:
+        left["seconds"] = s.budget_seconds - spent["seconds"]
+    if s.budget_flops is not None:
+        left["flops"] = s.budget_flops - spent["flops"]
+    return left
+
+
+def _exhausted(s: SearchSettings) -> bool:
+    """True when what is left cannot pay for one more trial (the rest goes back to the run)."""
+    left = budget_left(s)
+    return (left["flops"] is not None and left["flops"] < max(s.trial_flops, 1e-9)) or (
+        left["seconds"] is not None and left["seconds"] < max(s.trial_seconds, 1e-9))
+
+
+def _finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class _BudgetedObjective(TrialObjective):
+    """The trial objective with each trial capped at what is left of the budget."""
+
+    def __init__(self, s: SearchSettings) -> None:
+        from lmalloc.train.config import TrainConfig
+
+        super().__init__(
+            SearchSpace.from_dict(s.space), Path(s.run_dir) / "data", RunDir(s.run_dir),
+            s.base_model, TrainConfig.from_dict(s.base_train), metric=s.metric,
+            limits=Limits(memory_bytes=s.memory_bytes, trial_seconds=s.budget_seconds),
+            second_objective=s.second_objective, stage=s.stage,
+        )
+        self.settings = s
+
+    def _train(self, trial: optuna.Trial, model_cfg: Any, train_cfg: Any) -> Any:
+        # A safety net: a trial slower than predicted stops when the time budget is spent
+        # (status time_limit, recorded as pruned: a shortened schedule is a lower fidelity).
+        left = budget_left(self.settings)["seconds"]
+        if left is not None:
+            train_cfg = train_cfg.replace(
+                max_seconds=max(1.0, min(left, train_cfg.max_seconds or 1e30)))
+        return super()._train(trial, model_cfg, train_cfg)
+
+
+def _optimize(s: SearchSettings, worker: int) -> None:
+    """One worker: trials until the study has ``n_trials`` finished or the budget is spent."""
+    study = load_study(s, worker)
+    objective = _BudgetedObjective(s)
+
+    def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if _exhausted(s) or (s.n_trials is not None and _finished_count(study) >= s.n_trials):
+            study.stop()
+
+    while not _exhausted(s):
+        if s.n_trials is not None and _finished_count(study) >= s.n_trials:
+            break
+        if s.strategy == "grid" and _grid_done(study):
+            break
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,),
+                       callbacks=[stop_when_done], gc_after_trial=True)
+
+
+def _grid_done(study: optuna.Study) -> bool:
+    sampler = study.sampler
+    return bool(getattr(sampler, "is_exhausted", lambda s: False)(study))
+
+
+def _worker_main(s: SearchSettings, worker: int, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    _optimize(s, worker)
+
+
+def run_search(
+    s: SearchSettings, workers: int = 1, on_poll: Callable[[optuna.Study], None] | None = None,
+    join_existing: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) the search described by ``s`` and return its summary.
+
+    Args:
+        s: the settings; workers: parallel local processes (1 = this process).
+        on_poll: called with the study every couple of seconds (the CLI's live table).
+        join_existing: a ``--worker`` joining a shared study: no lock, no orphan recovery.
+    """
+    if workers < 1:
+        raise UserError(f"invalid workers = {workers}: expected at least 1")
+    SearchSpace.from_dict(s.space)  # validate before anything is created
+    url = storage_url(s.run_dir, s.storage)
+    lock = (local_search_lock(s.run_dir) if _local(url) and not join_existing
+            else contextlib.nullcontext())
+    with lock:
+        study = load_study(s)
+        if _local(url) and not join_existing:
+            recover_orphans(study, s.max_retry)
+        if workers == 1:
+            _run_inline(s, study, on_poll)
+        else:
+            _run_processes(s, workers, study, on_poll)
+    return summarize(load_study(s))
+
+
+def _run_inline(s: SearchSettings, study: optuna.Study,
+                on_poll: Callable[[optuna.Study], None] | None) -> None:
+    if on_poll is None:
+        _optimize(s, 0)
+        return
+    import threading
+
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            _optimize(s, 0)
+        except BaseException as e:  # re-raised in the caller's thread
+            errors.append(e)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(2.0)
+        on_poll(study)
+    if errors:
+        raise errors[0]
+
+
+def _run_processes(s: SearchSettings, workers: int, study: optuna.Study,
+                   on_poll: Callable[[optuna.Study], None] | None) -> None:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(s, w, threads)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            time.sleep(2.0)
+            if on_poll is not None:
+                on_poll(study)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if bad:
+        raise RuntimeError(f"search worker(s) exited with codes {bad}")
+
+
+def summarize(study: optuna.Study) -> dict[str, Any]:
+    """Counts by state, the best trial(s), and one row per trial."""
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for t in trials:
+        key = t.user_attrs.get("status") if t.state == TrialState.PRUNED else None
+        name = "infeasible" if key == "infeasible" else t.state.name.lower()
+        counts[name] = counts.get(name, 0) + 1
+    rows = [
+        {"number": t.number, "state": t.state.name.lower(), "params": t.params,
+         "value": t.values[0] if t.values else None,
+         "status": t.user_attrs.get("status"), "reason": t.user_attrs.get("reason"),
+         "tokens": t.user_attrs.get("tokens"), "seconds": t.user_attrs.get("seconds")}
+        for t in trials
+    ]
+    best: list[dict[str, Any]] = []
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        best = [{"number": t.number, "values": t.values, "params": t.params}
+                for t in study.best_trials]
+    return {"study": study.study_name, "counts": counts, "best": best, "trials": rows}
+
+
+DEFAULT_SPACE = Path("configs/space_tiny.toml")
+DEFAULT_RECIPE = Path("configs/tiny.toml")
+
+
+def build_settings(
+    run_dir: str | Path, space: str | Path | None = None, recipe: str | Path | None = None,
+    budget: str | None = None, strategy: str = "auto", n_trials: int | None = None,
+    storage: str | None = None, pruner: str = "asha", seed: int = 0, metric: str = "val_bpb",
+    second_objective: str | None = None, hardware: str | None = None,
+) -> SearchSettings:
+    """Turn command-line choices into :class:`SearchSettings`, checking them up front: the data
+    exists, the space and recipe are valid, the budget fits at least one trial."""
+    from lmalloc.data.shards import TokenData
+    from lmalloc.train.config import load_recipe
+
+    run = RunDir(run_dir)
+    TokenData(run.data)  # a clear error when `lmalloc prepare` has not run
+    space_obj = SearchSpace.from_toml(space or DEFAULT_SPACE)
+    base_model, base_train = load_recipe(recipe or DEFAULT_RECIPE)
+    if n_trials is None and budget is None:
+        raise UserError("give a budget (--budget 10m) or a number of trials (--trials 20)")
+    if n_trials is not None and n_trials < 1:
+        raise UserError(f"invalid trials = {n_trials}: expected at least 1")
+    make_pruner(pruner, base_train.max_tokens)
+    s = SearchSettings(
+        run_dir=str(run.root), space=space_obj.to_dict(), base_model=base_model,
+        base_train=base_train.to_dict(), strategy=strategy, n_trials=n_trials,
+        storage=storage, pruner=pruner, seed=seed, metric=metric,
+        second_objective=second_objective,
+    )
+    from lmalloc.search.strategies import make_sampler
+
+    make_sampler(strategy, space_obj, seed=seed)  # unknown strategy: clear error now
+    if budget is not None:
+        _apply_budget(s, budget, hardware, base_model, base_train)
+    return s
+
+
+def _apply_budget(s: SearchSettings, text: str, hardware: str | None,
+                  base_model: dict[str, Any], base_train: Any) -> None:
+    from lmalloc.cost.budget import parse_budget
+    from lmalloc.data.shards import TokenData
+    from lmalloc.search.objective import configs_for, violations
+
+    b = parse_budget(text, hardware=hardware)
+    given_flops = "flop" in text.lower()
+    s.budget_seconds = None if given_flops else b.seconds
+    s.budget_flops = b.flops if given_flops else None
+    s.memory_bytes = b.memory_bytes if "mem=" in text else None
+    vocab = TokenData(Path(s.run_dir) / "data").vocab_size
+    model_cfg, train_cfg = configs_for({}, base_model, base_train, vocab)
+    from lmalloc.cost.hardware import get_hardware
+    from lmalloc.cost.time_model import predict_time
+    from lmalloc.model.accounting import train_flops_per_token
+
+    tokens = train_cfg.max_tokens or train_cfg.batch_tokens * (train_cfg.max_steps or 1)
+    s.trial_flops = train_flops_per_token(model_cfg, train_cfg.seq_len) * tokens
+    s.trial_seconds = predict_time(
+        model_cfg, tokens, get_hardware(b.hardware, b.devices),
+        batch_tokens=train_cfg.batch_tokens, micro_batch=train_cfg.micro_batch,
+        seq_len=train_cfg.seq_len, eval_every=train_cfg.eval_every,
+        eval_tokens=train_cfg.eval_tokens).seconds
+    if s.budget_flops is not None:
+        need = s.trial_flops
+        if need > s.budget_flops:
+            raise UserError(
+                f"the budget {text!r} is smaller than one trial of the base recipe (needs "
+                f"{need:.3g} FLOPs); give a larger budget or a shorter recipe (max_tokens)"
+            )
+    if s.budget_seconds is not None:
+        _, reason = violations(model_cfg, train_cfg, Limits(trial_seconds=s.budget_seconds))
+        if reason:
+            raise UserError(
+                f"the budget {text!r} is smaller than one trial of the base recipe ({reason}); "
+                "give a larger budget or a shorter recipe (max_tokens)"
+            )
