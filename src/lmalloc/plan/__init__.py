@@ -1,0 +1,3 @@
+"""Turning a budget into an allocation: the final run's shape, tokens and predicted outcome."""
+
+from __future__ import annotations
