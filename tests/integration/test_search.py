@@ -8,13 +8,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _train_data import make_data
 from typer.testing import CliRunner
 
 from lmalloc.cli import app, register
 from lmalloc.errors import UserError
 from lmalloc.rundir import RunDir
 from lmalloc.search import study as st
-from _train_data import make_data
 
 RECIPE = """
 [model]

@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # The registry: one module per stage, in pipeline order.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("prepare", "train", "cost", "search", "fit", "model")
 
 _registered = False
 

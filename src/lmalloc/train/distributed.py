@@ -1,0 +1,88 @@
+"""Data parallelism through ``torchrun``: process group setup and the few collectives we use.
+
+The trainer is the same program on one process and on many: ``torchrun --nproc_per_node K``
+sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`init_distributed` reads them and joins
+the group (gloo on CPU, NCCL on CUDA). Without them everything here is a no-op. Only rank 0
+writes files; each rank reads its own micro-batches (see ``Trainer``'s data rule), gradients
+are averaged by DDP, and losses are averaged with :func:`all_reduce_mean`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits: its rank, the world size and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → CUDA when available (this process's local GPU), else CPU."""
+    if pref == "cpu" or (pref == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        from lmalloc.errors import invalid
+
+        raise invalid("device", pref, "cpu or auto: no CUDA device is available")
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(device_pref: str = "auto") -> DistContext:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_pref, local)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                rank=rank, world_size=world)
+    return DistContext(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def all_reduce_mean(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """The mean of ``value`` over ranks (a copy; identity on one process)."""
+    if not ctx.enabled:
+        return value
+    out = value.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / ctx.world_size
+
+
+def broadcast_int(value: int, ctx: DistContext) -> int:
+    """Rank 0's ``value`` on every rank (so all ranks stop at the same step, alike)."""
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], device=ctx.device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def cleanup(ctx: DistContext) -> None:
+    """Leave the process group (call once at the end of a torchrun program)."""
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,196 @@
+"""The Trainer end to end on CPU: artifacts, stop conditions, divergence, OOM, pruning,
+resume guards and WSD branching. Tiny shapes; each test takes a few seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from _train_data import make_data, tiny_model, tiny_train
+from torch import nn
+
+from lmalloc.errors import UserError
+from lmalloc.train import Callback, StopTraining, Trainer, read_metrics
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return make_data(tmp_path / "data")
+
+
+def train_rows(out: Path, kind: str = "train") -> list[dict[str, Any]]:
+    return [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == kind]
+
+
+def test_tiny_run_writes_artifacts_and_learns(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = Trainer(tiny_model(), tiny_train(max_steps=30, eval_every=10), data, out).fit()
+    assert (r.status, r.steps, r.tokens) == ("completed", 30, 30 * 256)
+    assert r.flops == pytest.approx(30 * 256 * json.loads(
+        (out / "config.json").read_text())["flops_per_token"])
+    rows = train_rows(out)
+    assert [x["step"] for x in rows] == list(range(1, 31))
+    for key in ("tokens", "flops", "seconds", "lr", "loss", "grad_norm", "tokens_per_s"):
+        assert all(key in x for x in rows)
+    assert sum(x["loss"] for x in rows[-5:]) < sum(x["loss"] for x in rows[:5]) - 1.0
+    evals = train_rows(out, "eval")
+    assert [e["step"] for e in evals] == [10, 20, 30]
+    assert r.val_loss == evals[-1]["val_loss"] and 0 < r.val_bpb < 20
+    assert read_metrics(out / "metrics.jsonl")[-1]["kind"] == "end"
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
+        "model.safetensors", "optimizer.safetensors", "state.json"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["n_layer"] == 2 and cfg["train"]["max_steps"] == 30
+
+
+@pytest.mark.parametrize("limit,steps", [({"max_tokens": 1000}, 4), ({"max_steps": 3}, 3)])
+def test_token_and_step_limits(data: Path, tmp_path: Path, limit: dict[str, Any],
+                               steps: int) -> None:
+    cfg = tiny_train(**{"max_steps": None, **limit})
+    r = Trainer(tiny_model(), cfg, data, tmp_path / "o").fit()
+    assert r.status == "completed" and r.steps == steps
+
+
+def test_flop_limit(data: Path, tmp_path: Path) -> None:
+    from lmalloc.model.accounting import train_flops_per_token
+
+    per_step = train_flops_per_token(tiny_model()) * 256
+    r = Trainer(tiny_model(), tiny_train(max_steps=None, max_flops=2.5 * per_step), data,
+                tmp_path / "o").fit()
+    assert r.steps == 3 and r.flops >= 2.5 * per_step
+
+
+def test_time_limit(data: Path, tmp_path: Path) -> None:
+    cfg = tiny_train(max_steps=None, max_seconds=1e-9, schedule="constant")
+    r = Trainer(tiny_model(), cfg, data, tmp_path / "o").fit()
+    assert r.status == "time_limit" and r.steps == 0
+
+
+def test_cosine_needs_a_length(data: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="needs a length"):
+        Trainer(tiny_model(), tiny_train(max_steps=None, max_seconds=5), data, tmp_path).fit()
+
+
+class Faulty(nn.Module):
+    """Wraps a GPT; from training call ``at`` on, returns NaN loss or raises ``exc``."""
+
+    def __init__(self, inner: nn.Module, at: int, exc: BaseException | None = None) -> None:
+        super().__init__()
+        self.inner, self.at, self.exc, self.calls = inner, at, exc, 0
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> Any:
+        logits, loss = self.inner(idx, targets)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.at:
+                if self.exc is not None:
+                    raise self.exc
+                loss = loss * float("nan")
+        return logits, loss
+
+
+def gpt() -> nn.Module:
+    from lmalloc.model.gpt import GPT
+
+    return GPT(tiny_model())
+
+
+def test_nan_loss_ends_as_diverged(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    # 2 micro-batches a step: the 7th forward is step 4's first
+    r = Trainer(tiny_model(), tiny_train(), data, out, model=Faulty(gpt(), at=7)).fit()
+    assert r.status == "diverged" and "non-finite" in r.reason and r.steps == 4
+    end = read_metrics(out / "metrics.jsonl")[-1]
+    assert end["status"] == "diverged" and end["reason"] == r.reason
+
+
+def test_loss_spike_ends_as_diverged(data: Path, tmp_path: Path) -> None:
+    class Spike(Faulty):
+        def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> Any:
+            logits, loss = self.inner(idx, targets)
+            self.calls += self.training
+            return logits, loss * (10.0 if self.calls >= self.at else 1.0)
+
+    r = Trainer(tiny_model(), tiny_train(spike_factor=3.0), data, tmp_path / "o",
+                model=Spike(gpt(), at=9)).fit()
+    assert r.status == "diverged" and "spike" in r.reason and r.steps == 5
+
+
+def test_out_of_memory_is_a_status(data: Path, tmp_path: Path) -> None:
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+    r = Trainer(tiny_model(), tiny_train(), data, tmp_path / "o",
+                model=Faulty(gpt(), at=3, exc=oom)).fit()
+    assert r.status == "oom" and "out of memory" in r.reason and r.steps == 1
+
+
+class Pruner(Callback):
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def on_eval(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        self.seen.append(row["step"])
+        raise StopTraining("pruned", f"val_loss {row['val_loss']:.3f} too high")
+
+
+def test_pruning_from_on_eval(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    pruner = Pruner()
+    r = Trainer(tiny_model(), tiny_train(max_steps=12, eval_every=4), data, out,
+                callbacks=[pruner]).fit()
+    assert (r.status, r.steps, pruner.seen) == ("pruned", 4, [4])
+    assert "too high" in r.reason and r.val_loss is not None
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 4
+
+
+def test_resume_with_changed_config_is_refused(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    Trainer(tiny_model(), tiny_train(max_steps=4), data, out).fit()
+    before = {p.name: p.read_bytes() for p in (out / "checkpoint").iterdir()}
+    config_before = (out / "config.json").read_bytes()
+    with pytest.raises(UserError, match=r"train.lr: 0.003 -> 0.01"):
+        Trainer(tiny_model(), tiny_train(max_steps=4, lr=1e-2), data, out).fit()
+    with pytest.raises(UserError, match="different configuration"):
+        Trainer(tiny_model(d_model=64), tiny_train(max_steps=4), data, out).fit()
+    assert {p.name: p.read_bytes() for p in (out / "checkpoint").iterdir()} == before
+    assert (out / "config.json").read_bytes() == config_before
+    # a longer time limit is not a change of the run's math: resuming is allowed
+    r = Trainer(tiny_model(), tiny_train(max_steps=4, max_seconds=1e6), data, out).fit()
+    assert r.status == "completed" and r.session_flops == 0
+
+
+def test_checkpoint_of_another_shape_is_refused(data: Path, tmp_path: Path) -> None:
+    Trainer(tiny_model(), tiny_train(max_steps=2), data, tmp_path / "a").fit()
+    with pytest.raises(UserError, match="another model shape"):
+        Trainer(tiny_model(d_model=64), tiny_train(max_steps=2), data, tmp_path / "b",
+                init_from=tmp_path / "a" / "checkpoint").fit()
+
+
+def test_wsd_branch_equals_the_full_run(data: Path, tmp_path: Path) -> None:
+    """Stable phase to 8 steps then a 4-step cooldown branch = a 12-step WSD run with a
+    1/3 cooldown, loss for loss (same lr at every step, same data)."""
+    warm = {"warmup": 512.0, "schedule": "wsd", "eval_every": 0}
+    stable = tiny_train(max_steps=16, cooldown_frac=0.0, snapshot_tokens=(8 * 256,), **warm)
+    Trainer(tiny_model(), stable, data, tmp_path / "stable").fit()
+    snap = tmp_path / "stable" / "snapshots" / str(8 * 256)
+    b = Trainer(tiny_model(), stable, data, tmp_path / "branch", branch_from=snap,
+                cooldown_tokens=4 * 256).fit()
+    full = Trainer(tiny_model(), tiny_train(max_steps=12, cooldown_frac=1 / 3, **warm), data,
+                   tmp_path / "full").fit()
+    assert (b.status, b.steps, b.tokens) == ("completed", 12, 12 * 256)
+    branch_rows, full_rows = train_rows(tmp_path / "branch"), train_rows(tmp_path / "full")
+    assert [r["step"] for r in branch_rows] == [9, 10, 11, 12]
+    assert [r["lr"] for r in branch_rows] == pytest.approx([r["lr"] for r in full_rows[8:]])
+    assert [r["loss"] for r in branch_rows] == pytest.approx(
+        [r["loss"] for r in full_rows[8:]], abs=1e-6)
+    assert b.val_loss == pytest.approx(full.val_loss, abs=1e-6)
+    with pytest.raises(UserError, match="wsd"):
+        Trainer(tiny_model(), tiny_train(), data, tmp_path / "x", branch_from=snap,
+                cooldown_tokens=256)
