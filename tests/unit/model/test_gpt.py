@@ -135,3 +135,26 @@ def test_bf16_autocast_forward_backward() -> None:
     assert loss is not None and torch.isfinite(loss)
     loss.backward()
     assert model.transformer.h[0].attn.c_attn.weight.grad is not None
+
+
+def test_cpu_rmsnorm_matches_torch_and_gradcheck() -> None:
+    """The analytic-backward RMSNorm equals nn.RMSNorm in value and gradient."""
+    from lmalloc.model.gpt import RMSNorm, _RMSNormCPU
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: _RMSNormCPU.apply(a, b, 1e-5), (x, w))
+    ours, ref = RMSNorm(8, eps=1e-5), torch.nn.RMSNorm(8, eps=1e-5)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        ref.weight.copy_(ours.weight)
+    x32 = torch.randn(4, 6, 8, requires_grad=True)
+    g = torch.randn(4, 6, 8)
+    (ours(x32) * g).sum().backward()
+    gx, gw = x32.grad.clone(), ours.weight.grad.clone()
+    x32.grad = None
+    (ref(x32) * g).sum().backward()
+    torch.testing.assert_close(ours(x32), ref(x32))
+    torch.testing.assert_close(gx, x32.grad)
+    torch.testing.assert_close(gw, ref.weight.grad)
