@@ -159,3 +159,11 @@ def test_configuration_over_the_memory_limit_is_rejected_before_it_runs(run: Pat
     assert not (run / "trials").exists()  # nothing was trained
     frozen = st.load_study(s).trials[0]
     assert any(k.startswith("constraints") for k in frozen.system_attrs)
+
+
+def test_pareto_search_trains_every_trial_fully(run: Path) -> None:
+    """Optuna prunes single-objective studies only: a Pareto search must not report."""
+    s = settings(run, n_trials=2, pruner="asha", second_objective="flops")
+    summary = st.run_search(s)
+    assert summary["counts"] == {"complete": 2}
+    assert all(len(b["values"]) == 2 and b["values"][1] > 0 for b in summary["best"])

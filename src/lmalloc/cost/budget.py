@@ -65,6 +65,9 @@ class Budget:
         hardware: profile name; devices: how many.
         money: the money term; price_per_device_hour: the price used to convert it.
         sustained_flops_per_device: the FLOP/s used to convert time into FLOPs.
+        flops_given: the compute the user gave (``...flops``), None when ``flops`` is only
+            converted from time: a stage that measures time need not also charge FLOPs
+            against an assumed utilisation.
     """
 
     text: str
@@ -77,6 +80,7 @@ class Budget:
     money: float | None = None
     price_per_device_hour: float | None = None
     sustained_flops_per_device: float = 0.0
+    flops_given: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -193,6 +197,7 @@ def parse_budget(
         seconds = money_s if seconds is None else min(seconds, money_s)
     sustained = prof.sustained_flops(precision)
     flops = seconds * prof.count * sustained if seconds is not None else None
+    given: float | None = None
     if "flops" in terms:
         m = _FLOPS.match(terms["flops"])
         assert m is not None
@@ -211,6 +216,7 @@ def parse_budget(
         money=money,
         price_per_device_hour=price,
         sustained_flops_per_device=sustained,
+        flops_given=given,
     )
 
 

@@ -23,7 +23,8 @@ DEFAULT_VOCAB = 50304
 
 def config_for_params(params: float, vocab_size: int = DEFAULT_VOCAB,
                       seq_len: int = 2048) -> GPTConfig:
-    """A GPT shape with about ``params`` parameters (:func:`lmalloc.model.shape.shape_for`)."""
+    """A GPT shape with about ``params`` non-embedding parameters (Kaplan's N, the convention
+    of :func:`lmalloc.model.shape.shape_for`); the estimate reports the total count."""
     if not (params > 0 and math.isfinite(params)):
         raise invalid("params", params, "a positive number of parameters")
     return shape_for(params, vocab_size, seq_len)

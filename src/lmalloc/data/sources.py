@@ -145,25 +145,30 @@ def _probe(stream: IO[bytes], path: Path, stats: SourceStats) -> bytes | None:
     return head
 
 
-def _text_docs(path: Path, chunk_bytes: int, stats: SourceStats) -> Iterator[str]:
+def _decoded(path: Path, stats: SourceStats) -> Iterator[str]:
+    """The file's text, block by block (invalid UTF-8 replaced and counted); nothing for a
+    binary file."""
     with _open_binary(path) as f:
-        head = _probe(f, path, stats)
-        if head is None:
+        block = _probe(f, path, stats)
+        if block is None:
             return
-        dec, buf = _Utf8Counter(stats), ""
-        block = head
-        while True:
-            final = not block
-            buf += dec.decode(block, final=final)
-            while len(buf) >= chunk_bytes:
-                cut = _paragraph_cut(buf, chunk_bytes)
-                yield buf[:cut]
-                buf = buf[cut:]
-            if final:
-                break
+        dec = _Utf8Counter(stats)
+        while block:
+            yield dec.decode(block, final=False)
             block = f.read(READ_BLOCK)
-        if buf:
-            yield buf
+        yield dec.decode(b"", final=True)
+
+
+def _text_docs(path: Path, chunk_bytes: int, stats: SourceStats) -> Iterator[str]:
+    buf = ""
+    for text in _decoded(path, stats):
+        buf += text
+        while len(buf) >= chunk_bytes:
+            cut = _paragraph_cut(buf, chunk_bytes)
+            yield buf[:cut]
+            buf = buf[cut:]
+    if buf:
+        yield buf
 
 
 def _paragraph_cut(buf: str, limit: int) -> int:
@@ -176,23 +181,17 @@ def _paragraph_cut(buf: str, limit: int) -> int:
 
 
 def _jsonl_docs(path: Path, text_field: str, stats: SourceStats) -> Iterator[str]:
-    with _open_binary(path) as f:
-        head = _probe(f, path, stats)
-        if head is None:
-            return
-        dec, rest = _Utf8Counter(stats), ""
-        block = head
-        while True:
-            final = not block
-            lines = (rest + dec.decode(block, final=final)).split("\n")
-            rest = "" if final else lines.pop()
-            for line in lines:
-                doc = _jsonl_doc(line, text_field, stats)
-                if doc is not None:
-                    yield doc
-            if final:
-                break
-            block = f.read(READ_BLOCK)
+    rest = ""
+    for text in _decoded(path, stats):
+        lines = (rest + text).split("\n")
+        rest = lines.pop()  # an unfinished line waits for the next block
+        for line in lines:
+            doc = _jsonl_doc(line, text_field, stats)
+            if doc is not None:
+                yield doc
+    doc = _jsonl_doc(rest, text_field, stats)
+    if doc is not None:
+        yield doc
 
 
 def _jsonl_doc(line: str, text_field: str, stats: SourceStats) -> str | None:

@@ -33,6 +33,7 @@ import optuna
 from lmalloc.errors import UserError
 from lmalloc.rundir import RunDir
 from lmalloc.search.space import SearchSpace
+from lmalloc.train.callbacks import Callback, StopTraining
 
 TRAIN_ALIASES = {"warmup_frac": "warmup"}
 CONSTRAINT_ATTR = "constraint"
@@ -140,23 +141,19 @@ def _set_constraints(trial: optuna.Trial, cons: list[float]) -> None:
     trial.set_constraint("time", cons[1])
 
 
-class _ReportToPruner:
-    """Trainer callback: report val bits per byte at each evaluation, stop when pruned."""
+class _ReportToPruner(Callback):
+    """Trainer callback: report val bits per byte at each evaluation, stop when pruned.
+
+    Optuna prunes single-objective studies only; a Pareto search trains every trial fully.
+    """
 
     def __init__(self, trial: optuna.Trial, metric: str) -> None:
         self.trial, self.metric = trial, metric
-
-    def on_train_start(self, trainer: Any) -> None: ...
-
-    def on_step(self, trainer: Any, row: dict[str, Any]) -> None: ...
-
-    def on_train_end(self, trainer: Any, result: Any) -> None: ...
+        self.enabled = len(trial.study.directions) == 1
 
     def on_eval(self, trainer: Any, row: dict[str, Any]) -> None:
-        from lmalloc.train.callbacks import StopTraining
-
         value = row.get(self.metric)
-        if value is None or not math.isfinite(value):
+        if not self.enabled or value is None or not math.isfinite(value):
             return
         self.trial.report(float(value), step=int(row["tokens"]))
         if self.trial.should_prune():
@@ -217,7 +214,9 @@ class TrialObjective:
         trial.set_user_attr("reason", reason)
         raise optuna.TrialPruned(f"infeasible: {reason}")
 
-    def _train(self, trial: optuna.Trial, model_cfg: Any, train_cfg: Any) -> Any:
+    def _train(
+        self, trial: optuna.Trial, model_cfg: Any, train_cfg: Any
+    ) -> float | tuple[float, float]:
         from lmalloc.train.trainer import Trainer
 
         if train_cfg.eval_every == 0:  # the pruner needs intermediate reports
@@ -228,7 +227,7 @@ class TrialObjective:
         try:
             result = Trainer(
                 model_cfg, train_cfg, self.data_dir, out,
-                callbacks=[_ReportToPruner(trial, self.metric)],  # type: ignore[list-item]
+                callbacks=[_ReportToPruner(trial, self.metric)],
                 resume=False,
             ).fit()
         except Exception as e:  # a crash fails this trial only; the search goes on

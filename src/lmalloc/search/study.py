@@ -24,11 +24,12 @@ import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from lmalloc.errors import UserError
@@ -64,7 +65,7 @@ class SearchSettings:
     trial_flops: float = 0.0  # predicted cost of one base-recipe trial: never start one
     trial_seconds: float = 0.0  # that the budget cannot pay for
     study_name: str = STUDY_NAME
-    extra: dict[str, Any] = field(default_factory=dict)
+    hardware: str | None = None  # profile for the time and memory checks (None: this machine)
 
 
 def storage_url(run_dir: str | Path, storage: str | None) -> str:
@@ -121,7 +122,7 @@ def load_study(s: SearchSettings, worker: int = 0) -> optuna.Study:
 
     space = SearchSpace.from_dict(s.space)
     sampler = make_sampler(s.strategy, space, seed=s.seed + worker)
-    directions = ["minimize", "minimize"] if s.second_objective else ["minimize"]
+    directions = [StudyDirection.MINIMIZE] * (2 if s.second_objective else 1)
     return optuna.create_study(
         study_name=s.study_name, storage=open_storage(storage_url(s.run_dir, s.storage)),
         sampler=sampler, pruner=make_pruner(s.pruner, s.base_train.get("max_tokens")),
@@ -192,17 +193,21 @@ class _BudgetedObjective(TrialObjective):
     """The trial objective with each trial capped at what is left of the budget."""
 
     def __init__(self, s: SearchSettings) -> None:
+        from lmalloc.cost.hardware import get_hardware
         from lmalloc.train.config import TrainConfig
 
         super().__init__(
             SearchSpace.from_dict(s.space), Path(s.run_dir) / "data", RunDir(s.run_dir),
             s.base_model, TrainConfig.from_dict(s.base_train), metric=s.metric,
-            limits=Limits(memory_bytes=s.memory_bytes, trial_seconds=s.budget_seconds),
+            limits=Limits(memory_bytes=s.memory_bytes, trial_seconds=s.budget_seconds,
+                          hardware=get_hardware(s.hardware) if s.hardware else None),
             second_objective=s.second_objective, stage=s.stage,
         )
         self.settings = s
 
-    def _train(self, trial: optuna.Trial, model_cfg: Any, train_cfg: Any) -> Any:
+    def _train(
+        self, trial: optuna.Trial, model_cfg: Any, train_cfg: Any
+    ) -> float | tuple[float, float]:
         # A safety net: a trial slower than predicted stops when the time budget is spent
         # (status time_limit, recorded as pruned: a shortened schedule is a lower fidelity).
         left = budget_left(self.settings)["seconds"]
@@ -384,10 +389,9 @@ def _apply_budget(s: SearchSettings, text: str, hardware: str | None,
     from lmalloc.search.objective import configs_for, violations
 
     b = parse_budget(text, hardware=hardware)
-    given_flops = "flop" in text.lower()
-    s.budget_seconds = None if given_flops else b.seconds
-    s.budget_flops = b.flops if given_flops else None
-    s.memory_bytes = b.memory_bytes if "mem=" in text else None
+    s.budget_seconds, s.budget_flops = b.seconds, b.flops_given
+    s.memory_bytes = b.memory_bytes  # mem= if given, else the device's own
+    s.hardware = b.hardware
     vocab = TokenData(Path(s.run_dir) / "data").vocab_size
     model_cfg, train_cfg = configs_for({}, base_model, base_train, vocab)
     from lmalloc.cost.hardware import get_hardware

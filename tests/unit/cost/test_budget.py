@@ -137,3 +137,10 @@ def test_near_miss_garbage_raises_only_user_error(text: str) -> None:
 def test_parse_time_doc() -> None:
     assert parse_time("1.5h") == 5400.0
     assert get_hardware("8xH100").count == 8
+
+
+def test_flops_given_only_when_the_user_gave_compute() -> None:
+    assert parse_budget("10m", hardware="h100").flops_given is None
+    assert parse_budget("10m", hardware="h100").flops is not None  # converted from time
+    b = parse_budget("10m,1e15flops", hardware="h100")
+    assert b.flops_given == 1e15 and b.flops == 1e15
