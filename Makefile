@@ -18,9 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The main job on the built-in default corpus (no network, no ../shared needed).
 demo: setup
-	$(BIN)/lmalloc prepare --run $(RUN)
-	$(BIN)/lmalloc train --run $(RUN) --recipe configs/tiny.toml
-	$(BIN)/lmalloc eval --run $(RUN)
+	$(BIN)/lmalloc run --run $(RUN)
 
 # The test suite CI runs (GPU, Ray and PostgreSQL tests carry markers and run elsewhere).
 test: setup
@@ -28,7 +26,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src/lmalloc/scaling src/lmalloc/cost
+	$(BIN)/mypy src/lmalloc/scaling src/lmalloc/cost src/lmalloc/plan
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -24,7 +24,8 @@ app = typer.Typer(
 )
 
 # The registry: one module per stage, in pipeline order.
-COMMAND_MODULES: tuple[str, ...] = ("prepare", "train", "cost", "search", "fit", "model")
+COMMAND_MODULES: tuple[str, ...] = ("prepare", "train", "cost", "search", "fit", "model",
+                                     "plan")
 
 _registered = False
 

@@ -103,8 +103,8 @@ def shape_for(params: float, vocab_size: int, seq_len: int = 256, *,
                 best, best_score = cfg, score
     if best is None:
         raise UserError(
-            f"no GPT shape has about {params:.3g} parameters with vocab_size {vocab_size} "
-            "(the embedding alone is larger): use a larger target or count non-embedding "
-            "parameters"
+            f"no GPT shape has about {params:.3g} parameters with vocab_size {vocab_size}: "
+            "either the embedding alone is larger (use a larger target or count non-embedding "
+            "parameters) or it needs more than 256 layers"
         )
     return best

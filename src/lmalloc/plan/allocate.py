@@ -13,6 +13,7 @@ Torch-free: it uses only ``scaling``, ``cost`` and the model's accounting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from lmalloc.scaling.parametric import ParametricFit
 
 GRID_OCTAVES = 3.0  # candidates span N*/8 .. 8 N*
 GRID_POINTS = 25
+WALK_DOWN = 4  # time-bound plans: extra grids, each 2^6 smaller, when nothing fits
 
 
 @dataclass(frozen=True)
@@ -77,21 +79,24 @@ class Allocation:
 def _candidate(
     fit: ParametricFit, cfg: GPTConfig, C: float, hw: HardwareProfile, batch_tokens: int,
     precision: str, seconds: float | None, memory_bytes: float,
+    tokens_for: Callable[[GPTConfig], float] | None = None,
 ) -> Candidate:
     non_emb = fit.param_convention == "non_embedding"
     N = param_count(cfg, non_embedding=non_emb)
     fpt = train_flops_per_token(cfg)
-    D = C / fpt
+    D = tokens_for(cfg) if tokens_for is not None else C / fpt
+    reasons = []
+    if D < batch_tokens:
+        reasons.append("fewer tokens than one batch")
+        D = float(batch_tokens)  # keeps the time and loss predictions defined
+    C = D * fpt
     rec = recommend(cfg, memory_bytes, batch_tokens, cfg.seq_len, precision, hw.count)
     t = predict_time(cfg, D, hw, batch_tokens=batch_tokens, micro_batch=rec.micro_batch,
                      seq_len=cfg.seq_len, precision=precision).seconds
-    reasons = []
     if not rec.fits:
         reasons.append(f"does not fit in memory ({rec.suggestion})")
     if seconds is not None and t > seconds:
         reasons.append(f"predicted {t:.0f} s > {seconds:.0f} s")
-    if D < batch_tokens:
-        reasons.append("fewer tokens than one batch")
     return Candidate(
         model=cfg.to_dict(), N=N, D=float(D), flops=float(C), loss=fit.predict_estimate(N, D),
         seconds=float(t), memory_bytes=float(rec.memory.peak), micro_batch=rec.micro_batch,
@@ -104,6 +109,7 @@ def allocate(
     fit: ParametricFit, C: float, hardware: HardwareProfile, vocab_size: int, seq_len: int,
     batch_tokens: int, *, seconds: float | None = None, memory_bytes: float | None = None,
     precision: str = "fp32", grid_points: int = GRID_POINTS,
+    tokens_for: Callable[[GPTConfig], float] | None = None,
 ) -> Allocation:
     """The feasible GPT shape of lowest predicted loss for final-run compute ``C``.
 
@@ -113,6 +119,9 @@ def allocate(
         vocab_size, seq_len, batch_tokens: fixed by the data, the recipe and the HP laws.
         seconds: wall-time limit (None = none); memory_bytes: per device (default: device's).
         precision: training precision for the time and memory models.
+        tokens_for: tokens each shape trains (e.g. in a fixed time, from the time model);
+            default ``C / flops_per_token``: every shape spends exactly ``C``. ``C`` then only
+            centres the grid of sizes.
 
     Raises:
         UserError: no shape on the grid fits the limits (the message names the nearest miss).
@@ -120,15 +129,28 @@ def allocate(
     closed = compute_optimal(fit, C)
     mem = memory_bytes if memory_bytes is not None else hardware.memory_bytes
     non_emb = fit.param_convention == "non_embedding"
-    targets = closed.N.value * 2.0 ** np.linspace(-GRID_OCTAVES, GRID_OCTAVES, grid_points)
     seen: dict[tuple[int, int, int], Candidate] = {}
-    for n in targets:
-        cfg = shape_for(float(n), vocab_size=vocab_size, seq_len=seq_len,
-                        non_embedding=non_emb)
-        key = (cfg.n_layer, cfg.d_model, cfg.n_head)
-        if key not in seen:
-            seen[key] = _candidate(fit, cfg, C, hardware, batch_tokens, precision, seconds, mem)
+    centre = closed.N.value
+    for _ in range(WALK_DOWN + 1):
+        for n in centre * 2.0 ** np.linspace(-GRID_OCTAVES, GRID_OCTAVES, grid_points):
+            try:
+                cfg = shape_for(float(n), vocab_size=vocab_size, seq_len=seq_len,
+                                non_embedding=non_emb)
+            except UserError:  # outside the shapes a GPT can have (a wild fit's N*)
+                continue
+            key = (cfg.n_layer, cfg.d_model, cfg.n_head)
+            if key not in seen:
+                seen[key] = _candidate(fit, cfg, C, hardware, batch_tokens, precision, seconds,
+                                       mem, tokens_for)
+        if tokens_for is None or any(c.feasible for c in seen.values()):
+            break
+        centre /= 2.0 ** (2 * GRID_OCTAVES)  # time-bound and nothing fits: look smaller
     cands = sorted(seen.values(), key=lambda c: c.N)
+    if not cands:
+        raise UserError(
+            f"the fitted law puts the optimum at N = {closed.N.value:.3g} parameters for "
+            f"{C:.3g} FLOPs, where no GPT shape exists: the fit is degenerate (look at its "
+            "exponents) or the target is far outside the runs' range")
     feasible = [c for c in cands if c.feasible]
     if not feasible:
         near = min(cands, key=lambda c: c.N)
@@ -139,7 +161,8 @@ def allocate(
     best = min(feasible, key=lambda c: c.loss.value)
     return Allocation(
         chosen=best, closed_form=closed.to_dict(),
-        sensitivity=_sensitivity(fit, best, C, hardware, batch_tokens, precision, seconds, mem),
+        sensitivity=_sensitivity(fit, best, C, hardware, batch_tokens, precision, seconds, mem,
+                                 tokens_for),
         candidates=cands,
     )
 
@@ -147,15 +170,16 @@ def allocate(
 def _sensitivity(
     fit: ParametricFit, best: Candidate, C: float, hw: HardwareProfile, batch_tokens: int,
     precision: str, seconds: float | None, mem: float,
+    tokens_for: Callable[[GPTConfig], float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Predicted loss if N is halved or doubled at the same compute."""
+    """Predicted loss if N is halved or doubled at the same compute (or time)."""
     base = GPTConfig.from_dict(best.model)
     rows = []
     for factor in (0.5, 1.0, 2.0):
         cfg = base if factor == 1.0 else shape_for(
             best.N * factor, vocab_size=base.vocab_size, seq_len=base.seq_len,
             non_embedding=fit.param_convention == "non_embedding")
-        c = _candidate(fit, cfg, C, hw, batch_tokens, precision, seconds, mem)
+        c = _candidate(fit, cfg, C, hw, batch_tokens, precision, seconds, mem, tokens_for)
         rows.append({"N_factor": factor, "N": c.N, "D": c.D, "loss": c.loss.to_dict(),
                      "delta_loss": c.loss.value - best.loss.value, "feasible": c.feasible})
     return rows

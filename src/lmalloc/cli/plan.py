@@ -1,0 +1,88 @@
+"""``lmalloc run`` (the whole pipeline under one budget) and ``lmalloc plan`` (a bigger run
+planned from a finished exploration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lmalloc.cli.app import app
+from lmalloc.cli.output import JsonFlag, console, emit
+
+
+@app.command(name="run")
+def run_(
+    run: Annotated[Path, typer.Option("--run", help="The run directory; rerun the same "
+                                      "command to resume.")] = Path("runs/default"),
+    data: Annotated[list[Path] | None, typer.Option(help="Corpus files or folders "
+                                                    "(repeatable); default: the built-in "
+                                                    "corpus.")] = None,
+    budget: Annotated[str, typer.Option(help="Total budget: '15m', '2h', '1e15flops', "
+                                        "'15m,mem=4GB'.")] = "15m",
+    hardware: Annotated[str | None, typer.Option(help="Hardware profile (default: measure "
+                                                 "this machine).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the search and of every training.")] = 0,
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 4096,
+    as_json: JsonFlag = False,
+) -> None:
+    """Prepare, explore, fit, plan, train and evaluate under one budget (resumable)."""
+    from lmalloc.plan.pipeline import RunOptions, run_pipeline
+
+    opts = RunOptions(data=tuple(str(p) for p in data or ()), budget=budget,
+                      hardware=hardware, seed=seed, vocab_size=vocab_size)
+    say = (lambda _m: None) if as_json else (lambda m: console.print(m))
+    emit(run_pipeline(run, opts, say=say, progress=not as_json), as_json, _render_summary)
+
+
+def _render_summary(s: dict[str, Any]) -> None:
+    a, p, got = s["allocation"], s["predicted"], s["achieved"]
+    m = a["model"]
+    console.print(f"[bold]allocation[/]: {a['N']:,} parameters ({m['n_layer']} layers × "
+                  f"{m['d_model']}), {a['D']:,} tokens, lr {a['lr']:.3g}, batch "
+                  f"{a['batch_tokens']} tokens")
+    pl = p["loss"]
+    inside = "inside" if s["within_interval"] else "OUTSIDE"
+    console.print(f"[bold]predicted[/] val loss {pl['value']:.4f} [{pl['low']:.4f}, "
+                  f"{pl['high']:.4f}]; [bold]achieved[/] {got['val_loss']:.4f} ({inside} the "
+                  f"interval); {got['eval_bpb']:.4f} bits/byte on the whole val split")
+    unit = s["budget"]["unit"]
+    total = s["budget"]["total"]
+    console.print(f"[bold]budget[/] {s['budget']['text']}: spent "
+                  f"{s['spent'][unit]:.4g} of {total:.4g} {unit}")
+    for stage, v in s["by_stage"].items():
+        console.print(f"  {stage:<8} {v['seconds']:8.1f} s  {v['flops']:.3g} FLOPs")
+
+
+@app.command()
+def plan(
+    from_run: Annotated[Path, typer.Option("--from", help="A run directory with a finished "
+                                           "exploration (laws.json).")],
+    budget: Annotated[str, typer.Option(help="Budget of the run to plan, e.g. "
+                                        "'8xH100:24h' or '1e20flops'.")],
+    hardware: Annotated[str | None, typer.Option(help="Hardware when the budget names "
+                                                 "none.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write the plan (default "
+                                             "RUN/plans/<budget>.json).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Plan a (bigger) run from a finished exploration's laws and hyperparameters."""
+    from lmalloc.plan.planner import plan_from_run
+
+    emit(plan_from_run(from_run, budget, hardware, out), as_json, _render_plan)
+
+
+def _render_plan(p: dict[str, Any]) -> None:
+    pred, m = p["predicted"], p["model"]
+    loss = pred["loss"]
+    console.print(f"[bold]plan[/] → {p['path']}")
+    console.print(f"  {pred['N']:,} parameters ({m['n_layer']} layers × {m['d_model']}), "
+                  f"{pred['D']:.4g} tokens, {pred['flops']:.3g} FLOPs on "
+                  f"{p['parallelism']['devices']} × {p['budget']['hardware']}")
+    console.print(f"  predicted loss {loss['value']:.4f} [{loss['low']:.4f}, {loss['high']:.4f}]"
+                  f", {pred['seconds'] / 3600:.2f} h, {pred['memory_bytes'] / 2**30:.1f} GiB per "
+                  f"device ({p['parallelism']['parallel']})")
+    for row in p["allocation"]["sensitivity"]:
+        console.print(f"  N × {row['N_factor']:<4} → loss {row['loss']['value']:.4f} "
+                      f"({row['delta_loss']:+.4f})")

@@ -1,0 +1,161 @@
+"""The exploration stages of ``lmalloc run``: the small-scale search and the scaling ladder.
+
+Both spend the exploration budget with the one trainer and charge the run's ledger, and both
+resume after a kill: the search through its Optuna study (``lmalloc.search``), the ladder run
+by run (a finished stable run or cooldown branch leaves ``result.json`` and is not run again;
+an interrupted one resumes from its checkpoint).
+
+**Hyperparameter transfer.** The search tunes the learning rate and warmup on the ladder's
+smallest model under μP (``mup_base_width`` = that model's width), so the same learning rate
+is used unchanged by every wider ladder model and by the final run (``lmalloc.model.gpt``
+documents the μP rules; the transfer is tested in ``tests/integration/test_mup_transfer.py``).
+Batch size is held fixed at the run's recipe: with one batch size per exploration a batch-size
+law cannot be fitted (see the closing note of the planner issue).
+
+**Ladder.** Each model size of the design (:mod:`lmalloc.plan.ladder`) trains once with a WSD
+schedule and no cooldown, keeping snapshots; each snapshot then gets a short linear cooldown
+branch (``Trainer(branch_from=..., cooldown_tokens=...)``), whose final validation loss is one
+(N, D, loss) point of the runs table ``ladder.csv`` that the fit reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lmalloc.plan.ladder import Ladder, LadderRun
+from lmalloc.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
+
+LADDER_CSV = "ladder.csv"
+LADDER_COLUMNS = ("N", "D", "C", "loss", "bpb", "size", "branch", "status")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The fixed settings of every exploration and final run (a tiny-CPU default)."""
+
+    seq_len: int = 128
+    batch_tokens: int = 2048
+    micro_batch: int = 16
+    eval_tokens: int = 16384
+    evals_per_run: int = 4
+    lr: float = 1e-2  # under μP at the base width; the search refines it
+    warmup: float = 0.05
+    weight_decay: float = 0.1
+    min_lr_ratio: float = 0.1
+    cooldown_frac: float = 0.2
+    min_params: float = 1e5  # smallest ladder model (non-embedding parameters)
+    seed: int = 0
+
+    def train_dict(self, **changes: Any) -> dict[str, Any]:
+        """TrainConfig fields for a run of this recipe."""
+        d: dict[str, Any] = {
+            "seq_len": self.seq_len, "batch_tokens": self.batch_tokens,
+            "micro_batch": self.micro_batch, "eval_tokens": self.eval_tokens,
+            "lr": self.lr, "warmup": self.warmup, "weight_decay": self.weight_decay,
+            "min_lr_ratio": self.min_lr_ratio, "schedule": "wsd",
+            "cooldown_frac": self.cooldown_frac, "seed": self.seed, "precision": "auto",
+        }
+        d.update(changes)
+        return d
+
+
+def search_space(lr: float) -> dict[str, Any]:
+    """The explore search: learning rate (a factor 10 either side of ``lr``) and warmup."""
+    return {
+        "params": {
+            "lr": {"type": "float", "low": lr / 10, "high": lr * 10, "log": True},
+            "warmup": {"type": "float", "low": 0.0, "high": 0.2},
+        }
+    }
+
+
+def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budget: float,
+                     unit: str, trial_tokens: int, strategy: str = "auto",
+                     hardware: str | None = None) -> dict[str, Any]:
+    """Tune lr and warmup on the μP proxy until ``budget`` (``unit``: flops or seconds) is
+    spent; returns the search summary with ``best_params``."""
+    from lmalloc.search.study import SearchSettings, run_search
+
+    steps = max(1, trial_tokens // recipe.batch_tokens)
+    base_train = recipe.train_dict(
+        max_tokens=trial_tokens, eval_every=max(1, steps // recipe.evals_per_run),
+        schedule="cosine")
+    model = {k: v for k, v in proxy.items() if k != "vocab_size"}
+    s = SearchSettings(
+        run_dir=str(run.root), space=search_space(recipe.lr), base_model=model,
+        base_train=base_train, strategy=strategy, seed=recipe.seed, stage="search",
+        budget_flops=budget if unit == "flops" else None,
+        budget_seconds=budget if unit == "seconds" else None, hardware=hardware,
+    )
+    from lmalloc.model.accounting import train_flops_per_token
+    from lmalloc.model.config import GPTConfig
+
+    s.trial_flops = train_flops_per_token(GPTConfig.from_dict(proxy)) * trial_tokens
+    summary = run_search(s)
+    best = summary.get("best") or []
+    summary["best_params"] = (best[0]["params"] if best
+                              else {"lr": recipe.lr, "warmup": recipe.warmup})
+    return summary
+
+
+def _trained(out: Path, model: dict[str, Any], train: dict[str, Any], data_dir: Path,
+             **branch: Any) -> dict[str, Any]:
+    """Train one ladder run (or branch) into ``out`` unless it already finished."""
+    done = out / "result.json"
+    if done.exists():
+        result: dict[str, Any] = read_json(done, "ladder result")
+        result["session_flops"] = result["session_seconds"] = 0.0  # charged when it ran
+        return result
+    from lmalloc.model.config import GPTConfig
+    from lmalloc.train.config import TrainConfig
+    from lmalloc.train.trainer import Trainer
+
+    res = Trainer(GPTConfig.from_dict(model), TrainConfig.from_dict(train), data_dir, out,
+                  resume=True, **branch).fit().to_dict()
+    atomic_write_json(done, res)
+    return res
+
+
+def _ladder_size(run: RunDir, i: int, lr_run: LadderRun,
+                 train: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stable run of one ladder size and its cooldown branches: one table row each."""
+    root = run.path(f"ladder/{i}")
+    snaps = tuple(sorted({b.snapshot_tokens for b in lr_run.branches}))
+    stable = {**train, "max_tokens": lr_run.stable_tokens, "cooldown_frac": 0.0,
+              "snapshot_tokens": list(snaps), "eval_every": 0}
+    res = _trained(root / "stable", lr_run.model, stable, run.data)
+    run.charge("ladder", res["session_flops"], res["session_seconds"], size=i, part="stable",
+               status=res["status"])
+    rows = []
+    for b in lr_run.branches:
+        snap = root / "stable" / "snapshots" / str(b.snapshot_tokens)
+        if b.snapshot_tokens >= lr_run.stable_tokens and not snap.exists():
+            snap = root / "stable" / "checkpoint"  # the last snapshot is the end of the run
+        r = _trained(root / f"branch-{b.tokens}", lr_run.model, {**train, "max_tokens": b.tokens},
+                     run.data,
+                     branch_from=snap, cooldown_tokens=b.cooldown_tokens)
+        run.charge("ladder", r["session_flops"], r["session_seconds"], size=i,
+                   part=f"branch-{b.tokens}", status=r["status"])
+        rows.append({"N": lr_run.N, "D": r["tokens"], "C": r["flops"], "loss": r["val_loss"],
+                     "bpb": r["val_bpb"], "size": i, "branch": b.tokens, "status": r["status"]})
+    return rows
+
+
+def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
+                     warmup: float, mup_base_width: int) -> list[dict[str, Any]]:
+    """Train every ladder size and branch; write ``ladder.csv``; return its rows."""
+    train = recipe.train_dict(lr=lr, warmup=warmup)
+    rows: list[dict[str, Any]] = []
+    for i, lr_run in enumerate(ladder.runs):
+        model = {**lr_run.model, "mup_base_width": mup_base_width}
+        rows.extend(_ladder_size(run, i, replace(lr_run, model=model), train))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LADDER_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(run.path(LADDER_CSV), buf.getvalue())
+    return rows

@@ -1,0 +1,341 @@
+"""``lmalloc run``: prepare → profile → split → search → ladder → fit → plan → train → eval →
+summary, under one budget, in one run directory.
+
+Every stage writes its artifact atomically and records itself in the manifest; a rerun skips
+finished stages and resumes the interrupted one (the search from its study, the ladder run by
+run, the final run from its checkpoint), so a run killed at any point continues where it was.
+The options of a run are stored in the manifest: resuming with different ones is an error
+rather than a silent mix of two runs.
+
+Budget accounting: everything is charged to the ledger (``RunDir.charge``); each stage gets
+what the split assigned minus what earlier stages overspent, and the final run gets whatever
+is left, so the whole run stays inside the budget (up to the time model's error, which the
+final run's hard time limit bounds).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmalloc.errors import UserError
+from lmalloc.plan.explore import LADDER_CSV, Recipe
+from lmalloc.rundir import RunDir, atomic_write_json, read_json
+
+DEFAULT_BUDGET = "15m"
+STAGES = ("prepare", "profile", "split", "search", "ladder", "fit", "plan", "train", "eval",
+          "summary")
+PROFILE_JSON = "hardware.json"
+SPLIT_JSON = "split.json"
+SEARCH_JSON = "search.json"
+LAWS_JSON = "laws.json"
+PLAN_JSON = "plan.json"
+SUMMARY_JSON = "summary.json"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``lmalloc run`` was asked for (stored in the manifest; a resume must match)."""
+
+    data: tuple[str, ...] = ()
+    budget: str = DEFAULT_BUDGET
+    hardware: str | None = None
+    seed: int = 0
+    vocab_size: int = 4096
+    bootstrap: int = 200  # resamples of the scaling fit (its intervals)
+    recipe: Recipe = field(default_factory=Recipe)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["data"] = list(self.data)
+        return d
+
+
+class Pipeline:
+    """One run of the whole pipeline; ``Pipeline(run_dir, options).run()``."""
+
+    def __init__(self, run_dir: str | Path, options: RunOptions,
+                 say: Callable[[str], None] = lambda _m: None, progress: bool = False) -> None:
+        self.run_dir = RunDir(run_dir)
+        self.opt = options
+        self.recipe = Recipe(**{**asdict(options.recipe), "seed": options.seed})
+        self.say, self.progress = say, progress
+        self.t0 = time.perf_counter()
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _check_options(self) -> None:
+        m = self.run_dir.manifest()
+        saved = m.get("run_options")
+        if saved is None:
+            self.run_dir.update_manifest(run_options=self.opt.to_dict())
+        elif saved != self.opt.to_dict():
+            diff = [k for k in saved if saved.get(k) != self.opt.to_dict().get(k)]
+            raise UserError(
+                f"{self.run_dir.root} holds a run with other options ({', '.join(diff)}); "
+                "resume it with the same options or choose another --run directory")
+
+    def _done(self, stage: str) -> bool:
+        return stage in self.run_dir.manifest().get("stages", {})
+
+    def spent(self) -> float:
+        """Budget spent so far in the budget's unit."""
+        return float(self.run_dir.spent()[self.unit])
+
+    def left(self) -> float:
+        return self.total - self.spent()
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self._check_options()
+        self._prepare()
+        self._profile()
+        self._budget()
+        for stage in STAGES[2:]:
+            if not self._done(stage):
+                self.say(f"[bold]{stage}[/]")
+                t = time.perf_counter()
+                getattr(self, f"_{stage}")()
+                if stage not in ("search", "ladder", "train"):  # those charge themselves
+                    self.run_dir.charge(stage, 0.0, time.perf_counter() - t)
+            else:
+                self.say(f"{stage}: done earlier, skipped")
+        result: dict[str, Any] = read_json(self.run_dir.path(SUMMARY_JSON), "run summary")
+        return result
+
+    def _prepare(self) -> None:
+        from lmalloc.data.config import PrepareConfig
+        from lmalloc.data.pipeline import prepare_run
+
+        if self._done("prepare"):
+            return
+        self.say("[bold]prepare[/]")
+        prepare_run(self.run_dir.root, list(self.opt.data) or None,
+                    PrepareConfig(vocab_size=self.opt.vocab_size), progress=self.progress)
+
+    def _profile(self) -> None:
+        from lmalloc.cost.hardware import get_hardware
+
+        path = self.run_dir.path(PROFILE_JSON)
+        if self.opt.hardware is not None:
+            self.hw = get_hardware(self.opt.hardware)
+            return
+        if not path.exists():
+            import torch
+
+            from lmalloc.cost.profile import profile_machine
+
+            self.say("[bold]profile[/] (measuring this machine)")
+            t = time.perf_counter()
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            prof = profile_machine("local", device=device)
+            prof.save(path)
+            self.run_dir.charge("profile", 0.0, time.perf_counter() - t)
+            self.run_dir.record_stage("profile", out=PROFILE_JSON)
+        self.hw = get_hardware(str(path))
+
+    def _budget(self) -> None:
+        from lmalloc.cost.budget import parse_budget
+        from lmalloc.data.shards import TokenData
+
+        b = parse_budget(self.opt.budget, hardware=self.hw)
+        if b.flops_given is not None:
+            self.unit, self.total = "flops", float(b.flops_given)
+        elif b.seconds is not None:
+            self.unit, self.total = "seconds", float(b.seconds)
+        else:
+            raise UserError(f"the budget {self.opt.budget!r} gives neither time nor compute: "
+                            "add one, e.g. '15m' or '1e15flops'")
+        self.memory = b.memory_bytes
+        data = TokenData(self.run_dir.data)
+        self.vocab = data.vocab_size
+        val = data.split("val")
+        self.tokens_per_byte = val.num_tokens / max(1, val.num_bytes)
+
+    def _cost(self, evals: int = 1) -> Callable[[Any, float], float]:
+        from lmalloc.plan.planner import cost_function
+
+        return cost_function(self.unit, self.hw, self.recipe, evals)
+
+    # -- stages -------------------------------------------------------------------------------
+    def _split(self) -> None:
+        from lmalloc.plan.planner import tokens_within
+        from lmalloc.plan.split import choose_split
+
+        cost = self._cost()
+        flops_cost = self._flops_cost()
+
+        def final_flops(amount: float) -> float:
+            if self.unit == "flops":
+                return amount
+            from lmalloc.model.shape import shape_for
+
+            cfg = shape_for(1e6, vocab_size=self.vocab, seq_len=self.recipe.seq_len)
+            return flops_cost(cfg, tokens_within(cfg, amount, cost, self.recipe.batch_tokens))
+
+        split = choose_split(self.left(), cost, final_flops, self.vocab, self.recipe.seq_len,
+                             self.recipe.batch_tokens, min_params=self.recipe.min_params,
+                             cooldown_frac=self.recipe.cooldown_frac)
+        doc = {**split.to_dict(), "unit": self.unit, "total": self.total,
+               "spent_before": self.spent()}
+        atomic_write_json(self.run_dir.path(SPLIT_JSON), doc)
+        self.run_dir.update_manifest(budget_split={
+            "unit": self.unit, "total": self.total, "explore_fraction": split.explore_fraction,
+            "search": split.search_budget, "ladder": split.ladder_budget,
+            "final": split.final_budget})
+        self.run_dir.record_stage("split", out=SPLIT_JSON)
+
+    def _flops_cost(self) -> Callable[[Any, float], float]:
+        from lmalloc.model.accounting import train_flops_per_token
+
+        return lambda cfg, tokens: train_flops_per_token(cfg, self.recipe.seq_len) * tokens
+
+    def _split_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = read_json(self.run_dir.path(SPLIT_JSON), "budget split")
+        return doc
+
+    def _proxy(self) -> dict[str, Any]:
+        from lmalloc.plan.ladder import Ladder
+
+        ladder = Ladder.from_dict(self._split_doc()["ladder"])
+        smallest = min(ladder.runs, key=lambda r: r.N)
+        return dict(smallest.model)
+
+    def _search(self) -> None:
+        from lmalloc.model.config import GPTConfig
+        from lmalloc.plan.explore import run_search_stage
+        from lmalloc.plan.planner import tokens_within
+
+        split = self._split_doc()
+        budget = float(split["search_budget"])
+        proxy = {**self._proxy(), "mup_base_width": self._proxy()["d_model"]}
+        cfg = GPTConfig.from_dict(proxy)
+        trial_tokens = max(4 * self.recipe.batch_tokens, tokens_within(
+            cfg, budget / 8, self._cost(self.recipe.evals_per_run), self.recipe.batch_tokens))
+        summary = run_search_stage(
+            self.run_dir, proxy, self.recipe, budget=budget, unit=self.unit,
+            trial_tokens=trial_tokens, hardware=str(self.run_dir.path(PROFILE_JSON))
+            if self.opt.hardware is None else self.opt.hardware)
+        summary["proxy"] = proxy
+        summary["trial_tokens"] = trial_tokens
+        atomic_write_json(self.run_dir.path(SEARCH_JSON), summary)
+        self.run_dir.record_stage("search", out=SEARCH_JSON, best=summary["best_params"])
+
+    def _ladder(self) -> None:
+        from lmalloc.plan.explore import run_ladder_stage
+        from lmalloc.plan.ladder import Ladder, design_ladder
+
+        split = self._split_doc()
+        best = read_json(self.run_dir.path(SEARCH_JSON), "search summary")
+        ladder_path = self.run_dir.path("ladder.json")
+        if ladder_path.exists():  # resuming: the design is fixed once the first run started
+            ladder = Ladder.from_dict(read_json(ladder_path, "ladder design"))
+        else:  # re-design with what the search left of the exploration budget
+            explore = float(split["search_budget"]) + float(split["ladder_budget"])
+            budget = explore - float(self.run_dir.spent("search")[self.unit])
+            planned = Ladder.from_dict(split["ladder"])
+            ladder = design_ladder(budget, self._cost(), planned.target_flops, self.vocab,
+                                   self.recipe.seq_len, self.recipe.batch_tokens,
+                                   min_params=self.recipe.min_params,
+                                   cooldown_frac=self.recipe.cooldown_frac)
+            atomic_write_json(ladder_path, ladder.to_dict())
+        params = best["best_params"]
+        rows = run_ladder_stage(self.run_dir, ladder, self.recipe, lr=float(params["lr"]),
+                                warmup=float(params.get("warmup", self.recipe.warmup)),
+                                mup_base_width=int(best["proxy"]["d_model"]))
+        self.run_dir.record_stage("ladder", out=LADDER_CSV, points=len(rows))
+
+    def _fit(self) -> None:
+        import numpy as np
+
+        from lmalloc.scaling import fit_parametric, save_laws
+        from lmalloc.scaling.table import read_runs
+
+        runs = read_runs(self.run_dir.path(LADDER_CSV))
+        ok = np.isfinite(runs.loss)
+        fit = fit_parametric(runs.N[ok], runs.D[ok], runs.loss[ok], bootstrap=self.opt.bootstrap,
+                             param_convention="non_embedding", seed=self.opt.seed)
+        save_laws(self.run_dir.path(LAWS_JSON), {"parametric": fit})
+        self.run_dir.record_artifact(LAWS_JSON)
+        self.run_dir.record_stage("fit", out=LAWS_JSON, points=int(ok.sum()),
+                                  params=fit.params)
+
+    def _plan(self) -> None:
+        from lmalloc.plan.planner import make_plan
+        from lmalloc.scaling import load_laws
+
+        fit = load_laws(self.run_dir.path(LAWS_JSON))["parametric"]
+        best = read_json(self.run_dir.path(SEARCH_JSON), "search summary")
+        params = best["best_params"]
+        left = self.left() - self._reserve()
+        if left <= 0:
+            raise UserError(f"the budget {self.opt.budget!r} was spent by exploration "
+                            f"({self.spent():.3g} of {self.total:.3g} {self.unit}); "
+                            "give a larger budget")
+        plan = make_plan(
+            fit, amount=left, unit=self.unit, hardware=self.hw, vocab_size=self.vocab,
+            recipe=self.recipe, lr=float(params["lr"]),
+            warmup=float(params.get("warmup", self.recipe.warmup)),
+            mup_base_width=int(best["proxy"]["d_model"]), tokens_per_byte=self.tokens_per_byte,
+            memory_bytes=self.memory, source="search at the ladder's smallest width, μP",
+        )
+        atomic_write_json(self.run_dir.path(PLAN_JSON), plan)
+        self.run_dir.record_artifact(PLAN_JSON)
+        self.run_dir.record_stage("plan", out=PLAN_JSON, N=plan["predicted"]["N"],
+                                  D=plan["predicted"]["D"])
+
+    def _reserve(self) -> float:
+        """Budget kept back for evaluation and the summary (time budgets only)."""
+        return 0.0 if self.unit == "flops" else min(30.0, 0.03 * self.total)
+
+    def _train(self) -> None:
+        from lmalloc.train.launch import train_run
+
+        self.run_dir.verify_artifact(PLAN_JSON)
+        train_run(self.run_dir.root, progress=self.progress)
+
+    def _eval(self) -> None:
+        from lmalloc.evaluate.perplexity import evaluate_run
+
+        res = evaluate_run(self.run_dir.root)
+        self.run_dir.record_stage("eval", out="eval.json", bpb=res["bpb"])
+
+    def _summary(self) -> None:
+        plan = read_json(self.run_dir.path(PLAN_JSON), "plan")
+        m = self.run_dir.manifest()
+        final = m["stages"]["train"]
+        ev = read_json(self.run_dir.path("eval.json"), "evaluation")["perplexity"]["val"]
+        pred = plan["predicted"]
+        lo, hi = pred["loss"]["low"], pred["loss"]["high"]
+        achieved = final.get("val_loss")
+        by_stage: dict[str, dict[str, float]] = {}
+        for row in m.get("ledger", []):
+            s = by_stage.setdefault(row["stage"], {"flops": 0.0, "seconds": 0.0})
+            s["flops"] += row["flops"]
+            s["seconds"] += row["seconds"]
+        summary = {
+            "allocation": {"N": pred["N"], "D": pred["D"], "model": plan["model"],
+                           "lr": plan["train"]["lr"],
+                           "batch_tokens": plan["train"]["batch_tokens"]},
+            "predicted": {"loss": pred["loss"], "bpb": pred["bpb"]},
+            "achieved": {"val_loss": achieved, "val_bpb": final.get("val_bpb"),
+                         "status": final.get("status"), "eval_bpb": ev["bpb"],
+                         "eval_loss": ev["loss"]},
+            "within_interval": achieved is not None and math.isfinite(achieved)
+            and lo is not None and hi is not None and lo <= achieved <= hi,
+            "spent": self.run_dir.spent(), "by_stage": by_stage,
+            "budget": {"text": self.opt.budget, "unit": self.unit, "total": self.total},
+            "split": m.get("budget_split"),
+        }
+        atomic_write_json(self.run_dir.path(SUMMARY_JSON), summary)
+        self.run_dir.record_stage("summary", out=SUMMARY_JSON)
+
+
+def run_pipeline(run_dir: str | Path, options: RunOptions | None = None,
+                 say: Callable[[str], None] = lambda _m: None,
+                 progress: bool = False) -> dict[str, Any]:
+    """Run (or resume) the whole pipeline; returns ``summary.json``."""
+    return Pipeline(run_dir, options or RunOptions(), say, progress).run()

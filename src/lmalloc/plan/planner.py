@@ -1,0 +1,201 @@
+"""``plan.json``: the final run's allocation from the fitted law, the budget and the hardware.
+
+A budget is spent in one *unit*: FLOPs when the user gave compute (``1e15flops``), else
+seconds (``15m``, ``8xH100:24h``). In seconds the planner does not convert time to FLOPs at an
+assumed utilisation: for every candidate shape it asks the time model how many tokens that
+shape trains in the time left (small models run at lower utilisation, so the time-optimal
+model is not the FLOP-optimal one), and the allocation minimises the predicted loss over shapes
+with those token counts. In FLOPs every shape gets ``D = C / flops_per_token``.
+
+The plan also fixes the hyperparameters: learning rate and warmup from the small-scale search,
+transferred by μP (``mup_base_width``), the run's batch and sequence length, and a WSD schedule
+like the ladder's, so that the predicted loss is the loss of the kind of run the ladder
+measured.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from lmalloc.cost.hardware import HardwareProfile
+from lmalloc.cost.memory import recommend
+from lmalloc.cost.time_model import predict_time
+from lmalloc.model.accounting import train_flops_per_token
+from lmalloc.model.config import GPTConfig
+from lmalloc.plan.allocate import allocate
+from lmalloc.plan.explore import Recipe
+from lmalloc.scaling.estimate import Estimate
+from lmalloc.scaling.parametric import ParametricFit
+
+UNITS = ("flops", "seconds")
+TIME_SAFETY = 0.9  # plan the final run for 90 % of the time left: the time model errs ~13 %
+
+
+def cost_function(unit: str, hw: HardwareProfile, recipe: Recipe,
+                  evals: int = 1) -> Callable[[GPTConfig, float], float]:
+    """``cost(cfg, tokens)`` in the budget's unit: training FLOPs, or predicted seconds
+    (including ``evals`` evaluations of ``recipe.eval_tokens``)."""
+    if unit == "flops":
+        return lambda cfg, tokens: train_flops_per_token(cfg, recipe.seq_len) * tokens
+
+    def seconds(cfg: GPTConfig, tokens: float) -> float:
+        steps = max(1, math.ceil(tokens / recipe.batch_tokens))
+        return predict_time(cfg, max(tokens, 1.0), hw, batch_tokens=recipe.batch_tokens,
+                            micro_batch=recipe.micro_batch, seq_len=recipe.seq_len,
+                            eval_every=max(1, steps // evals),
+                            eval_tokens=recipe.eval_tokens).seconds
+
+    return seconds
+
+
+def tokens_within(cfg: GPTConfig, amount: float, cost: Callable[[GPTConfig, float], float],
+                  batch_tokens: int) -> int:
+    """The most tokens (a whole number of batches) ``cfg`` trains for ``amount`` of budget;
+    cost is affine in tokens, so two evaluations solve it."""
+    lo, hi = 100.0 * batch_tokens, 200.0 * batch_tokens
+    c_lo, c_hi = cost(cfg, lo), cost(cfg, hi)
+    per_token = (c_hi - c_lo) / (hi - lo)
+    tokens = lo + (amount - c_lo) / per_token if per_token > 0 else 0.0
+    return int(max(0.0, tokens) // batch_tokens) * batch_tokens
+
+
+def to_bpb(loss: Estimate, tokens_per_byte: float) -> Estimate:
+    """Nats per token → bits per byte (tokenizer-independent)."""
+    f = tokens_per_byte / math.log(2)
+    return Estimate(loss.value * f, loss.low * f, loss.high * f, loss.level)
+
+
+def make_plan(
+    fit: ParametricFit, *, amount: float, unit: str, hardware: HardwareProfile,
+    vocab_size: int, recipe: Recipe, lr: float, warmup: float, mup_base_width: int | None,
+    tokens_per_byte: float, memory_bytes: float | None = None, source: str = "",
+) -> dict[str, Any]:
+    """The final run for ``amount`` of budget in ``unit``: the allocation (shape, tokens,
+    predicted loss with its interval, time, memory, parallelism, sensitivity) and the exact
+    ``model`` and ``train`` settings ``lmalloc train`` runs."""
+    cost = cost_function(unit, hardware, recipe, evals=recipe.evals_per_run)
+    usable = amount * (TIME_SAFETY if unit == "seconds" else 1.0)
+    mem = memory_bytes if memory_bytes is not None else hardware.memory_bytes
+
+    def tokens_for(cfg: GPTConfig) -> float:
+        """Tokens at the micro-batch the memory model allows this shape (as it will run)."""
+        micro = recommend(cfg, mem, recipe.batch_tokens, recipe.seq_len,
+                          hardware.default_dtype, hardware.count).micro_batch
+        cost_cfg = cost_function(unit, hardware, replace(recipe, micro_batch=micro),
+                                 evals=recipe.evals_per_run)
+        return float(tokens_within(cfg, usable, cost_cfg, recipe.batch_tokens))
+
+    flops_guess = usable if unit == "flops" else _flops_in(fit, usable, cost, hardware, recipe,
+                                                           vocab_size)
+    alloc = allocate(
+        fit, flops_guess, hardware, vocab_size, recipe.seq_len, recipe.batch_tokens,
+        memory_bytes=memory_bytes, precision=hardware.default_dtype, tokens_for=tokens_for,
+        seconds=usable if unit == "seconds" else None,  # e.g. memory forces a smaller micro-batch
+    )
+    chosen = alloc.chosen
+    model = {**chosen.model, "mup_base_width": mup_base_width}
+    D = int(chosen.D)
+    steps = D // recipe.batch_tokens
+    train = recipe.train_dict(
+        lr=lr, warmup=warmup, max_tokens=D, eval_every=max(1, steps // recipe.evals_per_run),
+        checkpoint_every=max(1, steps // 10), micro_batch=chosen.micro_batch,
+    )
+    if unit == "seconds":
+        train["max_seconds"] = amount  # a hard stop; the plan itself uses TIME_SAFETY of it
+    return {
+        "model": model,
+        "train": train,
+        "allocation": alloc.to_dict(),
+        "predicted": {
+            "loss": chosen.loss.to_dict(),
+            "bpb": to_bpb(chosen.loss, tokens_per_byte).to_dict(),
+            "seconds": chosen.seconds, "memory_bytes": chosen.memory_bytes,
+            "flops": chosen.flops, "N": chosen.N, "D": D,
+        },
+        "parallelism": {"devices": hardware.count, "parallel": chosen.parallel,
+                        "micro_batch": chosen.micro_batch,
+                        "activation_checkpointing": chosen.activation_checkpointing},
+        "hyperparameters": {"lr": lr, "warmup": warmup, "mup_base_width": mup_base_width,
+                            "batch_tokens": recipe.batch_tokens, "source": source},
+        "budget": {"amount": amount, "unit": unit, "hardware": hardware.name},
+        "param_convention": fit.param_convention,
+    }
+
+
+def _flops_in(fit: ParametricFit, seconds: float, cost: Callable[[GPTConfig, float], float],
+              hw: HardwareProfile, recipe: Recipe, vocab_size: int) -> float:
+    """FLOPs the compute-optimal shape trains in ``seconds`` (a fixed point: the shape sets
+    the utilisation, the utilisation sets the compute); only centres the allocation's grid."""
+    from lmalloc.model.shape import shape_for
+    from lmalloc.scaling.optimal import compute_optimal
+
+    C = seconds * hw.peak(hw.default_dtype) * hw.count * 0.1
+    for _ in range(4):
+        N = compute_optimal(fit, C).N.value
+        cfg = shape_for(N, vocab_size=vocab_size, seq_len=recipe.seq_len,
+                        non_embedding=fit.param_convention == "non_embedding")
+        D = tokens_within(cfg, seconds, cost, recipe.batch_tokens)
+        C = max(train_flops_per_token(cfg, recipe.seq_len) * max(D, recipe.batch_tokens), 1.0)
+    return C
+
+
+def batch_for(flops: float, recipe: Recipe, devices: int) -> int:
+    """Global batch (tokens) for a bigger run: DeepSeek LLM's fitted law B*(C) = 0.292 C^0.3271
+    (Bi et al. 2024, arXiv:2401.02954, eq. 1) — a published prior, not fitted here, since the
+    exploration uses one batch size — never below the exploration's batch, a whole number of
+    sequences per device."""
+    per_step = recipe.seq_len * devices
+    b = max(float(recipe.batch_tokens), 0.292 * flops ** 0.3271)
+    sequences = 2 ** max(0, round(math.log2(b / per_step)))  # micro-batches divide it
+    return int(sequences * per_step)
+
+
+def plan_from_run(run_dir: str | Path, budget: str, hardware: str | None = None,
+                  out: str | Path | None = None) -> dict[str, Any]:
+    """``lmalloc plan --budget ... --from RUN``: plan a (bigger) run from a finished
+    exploration's laws and hyperparameters; writes the plan (default ``RUN/plans/<budget>.json``)
+    and returns it with its path."""
+    from lmalloc.cost.budget import parse_budget
+    from lmalloc.cost.hardware import get_hardware
+    from lmalloc.data.shards import TokenData
+    from lmalloc.errors import UserError
+    from lmalloc.rundir import RunDir, atomic_write_json, read_json
+    from lmalloc.scaling import load_laws
+
+    run = RunDir(run_dir)
+    laws_path, search_path = run.path("laws.json"), run.path("search.json")
+    if not laws_path.exists() or not search_path.exists():
+        raise UserError(f"{run.root} has no finished exploration (laws.json and search.json): "
+                        "run `lmalloc run` there first, or `lmalloc fit` for laws alone")
+    fit = load_laws(laws_path).get("parametric")
+    if not isinstance(fit, ParametricFit):
+        raise UserError(f"{laws_path} holds no parametric fit")
+    opts = run.manifest().get("run_options", {})
+    recipe = Recipe(**opts["recipe"]) if "recipe" in opts else Recipe()
+    b = parse_budget(budget, hardware=hardware)
+    hw = get_hardware(b.hardware, b.devices)
+    unit, amount = ("flops", b.flops_given) if b.flops_given else ("seconds", b.seconds)
+    if amount is None:
+        raise UserError(f"the budget {budget!r} gives neither time nor compute")
+    flops = b.flops if b.flops is not None else float(amount)
+    recipe = replace(recipe, batch_tokens=batch_for(flops, recipe, hw.count))
+    best = read_json(search_path, "search summary")
+    data = TokenData(run.data).split("val")
+    plan = make_plan(
+        fit, amount=float(amount), unit=unit, hardware=hw,
+        vocab_size=TokenData(run.data).vocab_size, recipe=recipe,
+        lr=float(best["best_params"]["lr"]),
+        warmup=float(best["best_params"].get("warmup", recipe.warmup)),
+        mup_base_width=int(best["proxy"]["d_model"]),
+        tokens_per_byte=data.num_tokens / max(1, data.num_bytes), memory_bytes=b.memory_bytes,
+        source=f"{run.root}: search at width {best['proxy']['d_model']}, μP; batch from "
+               "DeepSeek's B*(C) law",
+    )
+    slug = "".join(c if c.isalnum() else "-" for c in b.text).strip("-")
+    path = Path(out) if out is not None else run.path(f"plans/{slug}.json")
+    atomic_write_json(path, plan)
+    return {**plan, "path": str(path)}

@@ -1,0 +1,125 @@
+"""End to end: ``lmalloc run`` on a tiny corpus under a small compute budget, its resume after
+SIGKILL, and ``lmalloc plan --from`` on the finished run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lmalloc.errors import UserError
+from lmalloc.plan.explore import Recipe
+from lmalloc.plan.pipeline import RunOptions, run_pipeline
+from lmalloc.rundir import RunDir
+
+BUDGET = "4e10flops"
+RECIPE = Recipe(seq_len=32, batch_tokens=512, micro_batch=16, eval_tokens=2048, min_params=2e3)
+
+
+def _options(corpus: Path, **kw: object) -> RunOptions:
+    base = {"data": (str(corpus),), "budget": BUDGET, "hardware": "cpu", "vocab_size": 384,
+            "recipe": RECIPE, "bootstrap": 10}
+    return RunOptions(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("run") / "r"
+    run_pipeline(root, _options(tiny_corpus_dir))
+    return root
+
+
+def test_run_writes_every_stage_and_stays_in_budget(finished_run: Path) -> None:
+    run = RunDir(finished_run)
+    for name in ("data/data.json", "split.json", "search.json", "ladder.csv", "laws.json",
+                 "plan.json", "final/checkpoint", "eval.json", "summary.json"):
+        assert run.path(name).exists(), name
+    spent = run.spent()["flops"]
+    assert 0.5 * 4e10 < spent <= 4e10 * 1.02  # explores and trains, inside the budget
+    summary = json.loads(run.path("summary.json").read_text())
+    plan = json.loads(run.path("plan.json").read_text())
+    final_cfg = json.loads(run.path("final/config.json").read_text())
+    assert final_cfg["model"]["d_model"] == plan["model"]["d_model"]
+    assert final_cfg["train"]["lr"] == plan["train"]["lr"]
+    pred = summary["predicted"]["loss"]
+    assert pred["low"] <= pred["value"] <= pred["high"]
+    assert summary["achieved"]["status"] == "completed"
+    assert 0 < summary["achieved"]["val_loss"] < 10
+    ladder = run.path("ladder.csv").read_text().splitlines()
+    assert len(ladder) - 1 >= 8  # enough points for the 5-parameter fit
+    split = run.manifest()["budget_split"]
+    assert 0 < split["explore_fraction"] < 1
+    stages = set(run.manifest()["stages"])
+    assert {"split", "search", "ladder", "fit", "plan", "train", "eval", "summary"} <= stages
+
+
+def test_rerun_is_a_no_op(finished_run: Path, tiny_corpus_dir: Path) -> None:
+    run = RunDir(finished_run)
+    before = len(run.manifest()["ledger"])
+    run_pipeline(finished_run, _options(tiny_corpus_dir))
+    assert len(run.manifest()["ledger"]) == before  # nothing retrained or charged twice
+
+
+def test_resume_with_other_options_is_refused(finished_run: Path,
+                                              tiny_corpus_dir: Path) -> None:
+    with pytest.raises(UserError, match="other options"):
+        run_pipeline(finished_run, _options(tiny_corpus_dir, budget="5e10flops"))
+
+
+def test_plan_bigger_run_from_exploration(finished_run: Path) -> None:
+    from lmalloc.plan.planner import plan_from_run
+
+    small = json.loads((finished_run / "plan.json").read_text())
+    big = plan_from_run(finished_run, "2xcpu:1h", out=finished_run / "big.json")
+    assert Path(big["path"]) == finished_run / "big.json" and Path(big["path"]).exists()
+    assert big["predicted"]["flops"] > 10 * small["predicted"]["flops"]
+    assert big["parallelism"]["devices"] == 2
+    assert big["predicted"]["seconds"] <= 3600
+    assert [r["N_factor"] for r in big["allocation"]["sensitivity"]] == [0.5, 1.0, 2.0]
+
+
+def test_budget_too_small_is_a_clear_error(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from lmalloc.cli import main; main()", "run",
+         "--run", str(tmp_path / "r"), "--data", str(tiny_corpus_dir), "--budget", "1e6flops",
+         "--hardware", "cpu", "--vocab-size", "384"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "budget" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_redoing_work(tiny_corpus_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL in the ladder; the rerun keeps the finished ladder runs and completes."""
+    root = tmp_path / "r"
+    code = (
+        "import sys; from pathlib import Path; "
+        "from lmalloc.plan.pipeline import run_pipeline; "
+        "sys.path.insert(0, sys.argv[1]); import test_run_pipeline as t; "
+        "run_pipeline(sys.argv[2], t._options(Path(sys.argv[3])))"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).parent), str(root),
+                             str(tiny_corpus_dir)], env=env)
+    first = root / "ladder" / "0" / "stable" / "result.json"
+    deadline = time.time() + 240
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert first.exists(), "the ladder never finished its first run"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    mtime = first.stat().st_mtime_ns
+    summary = run_pipeline(root, _options(tiny_corpus_dir))
+    assert first.stat().st_mtime_ns == mtime  # not trained again
+    assert summary["achieved"]["status"] == "completed"
+    ledger = RunDir(root).manifest()["ledger"]
+    stable0 = [r for r in ledger if r.get("size") == 0 and r.get("part") == "stable"
+               and r["flops"] > 0]
+    assert len(stable0) == 1  # charged once

@@ -1,0 +1,78 @@
+"""plan.json from a known law: token counts from the budget's unit, the exact settings the
+trainer runs, intervals, and the time-based allocation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lmalloc.cost.hardware import get_hardware
+from lmalloc.model.accounting import train_flops_per_token
+from lmalloc.model.config import GPTConfig
+from lmalloc.plan.explore import Recipe
+from lmalloc.plan.planner import batch_for, cost_function, make_plan, to_bpb, tokens_within
+from lmalloc.scaling.estimate import Estimate
+from lmalloc.scaling.parametric import fit_parametric
+from lmalloc.scaling.simulate import simulate_runs
+from lmalloc.train.config import TrainConfig
+
+RECIPE = Recipe(seq_len=128, batch_tokens=2048, micro_batch=16)
+pytestmark = pytest.mark.filterwarnings("ignore::lmalloc.scaling.ExtrapolationWarning")
+
+
+@pytest.fixture(scope="module")
+def fit():  # type: ignore[no-untyped-def]
+    runs = simulate_runs(seed=0)
+    return fit_parametric(runs.N, runs.D, runs.loss, bootstrap=30, seed=0,
+                          param_convention="non_embedding")
+
+
+def test_tokens_within_inverts_the_cost() -> None:
+    cfg = GPTConfig(vocab_size=4096, n_layer=4, n_head=4, d_model=256, seq_len=128)
+    hw = get_hardware("cpu")
+    for unit, amount in (("flops", 3e13), ("seconds", 600.0)):
+        cost = cost_function(unit, hw, RECIPE)
+        D = tokens_within(cfg, amount, cost, RECIPE.batch_tokens)
+        assert D % RECIPE.batch_tokens == 0
+        assert cost(cfg, D) <= amount * 1.0001 < cost(cfg, D + 2 * RECIPE.batch_tokens)
+    flops = cost_function("flops", hw, RECIPE)
+    assert flops(cfg, 1000.0) == pytest.approx(train_flops_per_token(cfg, 128) * 1000)
+
+
+def test_flops_plan_spends_the_budget_with_trainable_settings(fit) -> None:  # type: ignore
+    plan = make_plan(fit, amount=1e15, unit="flops", hardware=get_hardware("cpu"),
+                     vocab_size=4096, recipe=RECIPE, lr=0.01, warmup=0.05,
+                     mup_base_width=64, tokens_per_byte=0.3)
+    cfg = GPTConfig(vocab_size=4096, **{k: v for k, v in plan["model"].items()
+                                        if k != "vocab_size"})
+    train = TrainConfig.from_dict(plan["train"])  # the trainer accepts it as is
+    assert train.max_tokens == plan["predicted"]["D"]
+    assert train.max_tokens % RECIPE.batch_tokens == 0
+    spent = train_flops_per_token(cfg) * train.max_tokens
+    assert 1e15 - train_flops_per_token(cfg) * RECIPE.batch_tokens < spent <= 1e15
+    assert train.lr == 0.01 and cfg.mup_base_width == 64 and train.schedule == "wsd"
+    loss, bpb = plan["predicted"]["loss"], plan["predicted"]["bpb"]
+    assert loss["low"] <= loss["value"] <= loss["high"]
+    assert bpb["value"] == pytest.approx(loss["value"] * 0.3 / math.log(2))
+    assert "max_seconds" not in plan["train"]
+
+
+def test_time_plan_fits_the_time_and_stops_hard(fit) -> None:  # type: ignore
+    hw = get_hardware("cpu")
+    plan = make_plan(fit, amount=900.0, unit="seconds", hardware=hw, vocab_size=4096,
+                     recipe=RECIPE, lr=0.01, warmup=0.05, mup_base_width=None,
+                     tokens_per_byte=0.3)
+    assert plan["predicted"]["seconds"] <= 900.0
+    assert plan["train"]["max_seconds"] == 900.0
+    feasible = [c for c in plan["allocation"]["candidates"] if c["feasible"]]
+    best = min(c["loss"]["value"] for c in feasible)
+    assert plan["predicted"]["loss"]["value"] == best
+
+
+def test_batch_law_and_bpb() -> None:
+    assert batch_for(1e10, RECIPE, 1) == RECIPE.batch_tokens  # never below the explored one
+    big = batch_for(1e23, RECIPE, 8)
+    assert big % (128 * 8) == 0 and 1e6 < big < 1e7  # DeepSeek's law: ~4M tokens at 1e23
+    e = to_bpb(Estimate(2.0, 1.9, 2.1, 0.9), 0.25)
+    assert e.value == pytest.approx(2.0 * 0.25 / math.log(2)) and e.level == 0.9
