@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lmalloc.plan.ladder import Ladder, LadderRun
+from lmalloc.plan.ladder import CostFn, Ladder, LadderRun
 from lmalloc.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 
 LADDER_CSV = "ladder.csv"
@@ -120,16 +120,20 @@ def _trained(out: Path, model: dict[str, Any], train: dict[str, Any], data_dir: 
     return res
 
 
-def _ladder_size(run: RunDir, i: int, lr_run: LadderRun,
-                 train: dict[str, Any]) -> list[dict[str, Any]]:
-    """The stable run of one ladder size and its cooldown branches: one table row each."""
+def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, train: dict[str, Any],
+                 cost: CostFn) -> list[dict[str, Any]]:
+    """The stable run of one ladder size and its cooldown branches: one table row each.
+    Each ledger row carries the cost the design predicted (for the time-model calibration)."""
+    from lmalloc.model.config import GPTConfig
+
+    cfg = GPTConfig.from_dict(lr_run.model)
     root = run.path(f"ladder/{i}")
     snaps = tuple(sorted({b.snapshot_tokens for b in lr_run.branches}))
     stable = {**train, "max_tokens": lr_run.stable_tokens, "cooldown_frac": 0.0,
               "snapshot_tokens": list(snaps), "eval_every": 0}
     res = _trained(root / "stable", lr_run.model, stable, run.data)
     run.charge("ladder", res["session_flops"], res["session_seconds"], size=i, part="stable",
-               status=res["status"])
+               status=res["status"], predicted=cost(cfg, float(lr_run.stable_tokens)))
     rows = []
     for b in lr_run.branches:
         snap = root / "stable" / "snapshots" / str(b.snapshot_tokens)
@@ -139,20 +143,29 @@ def _ladder_size(run: RunDir, i: int, lr_run: LadderRun,
                      run.data,
                      branch_from=snap, cooldown_tokens=b.cooldown_tokens)
         run.charge("ladder", r["session_flops"], r["session_seconds"], size=i,
-                   part=f"branch-{b.tokens}", status=r["status"])
+                   part=f"branch-{b.tokens}", status=r["status"],
+                   predicted=cost(cfg, float(b.cooldown_tokens)))
         rows.append({"N": lr_run.N, "D": r["tokens"], "C": r["flops"], "loss": r["val_loss"],
                      "bpb": r["val_bpb"], "size": i, "branch": b.tokens, "status": r["status"]})
     return rows
 
 
 def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
-                     warmup: float, mup_base_width: int) -> list[dict[str, Any]]:
-    """Train every ladder size and branch; write ``ladder.csv``; return its rows."""
+                     warmup: float, mup_base_width: int, cost: CostFn,
+                     budget: float | None = None, unit: str = "seconds",
+                     ) -> list[dict[str, Any]]:
+    """Train every ladder size and branch (smallest first); write ``ladder.csv``; return its
+    rows. With ``budget``: once three sizes are done (enough for the fit), a size that would
+    start after the ladder has already spent ``budget`` (in ``unit``) is skipped, so a
+    machine slower than its profile cannot eat the final run's share."""
     train = recipe.train_dict(lr=lr, warmup=warmup)
     rows: list[dict[str, Any]] = []
-    for i, lr_run in enumerate(ladder.runs):
+    for i, lr_run in enumerate(sorted(ladder.runs, key=lambda r: r.N)):
+        if budget is not None and i >= 3 and run.spent("ladder")[unit] >= budget:
+            if not run.path(f"ladder/{i}/stable/result.json").exists():
+                continue
         model = {**lr_run.model, "mup_base_width": mup_base_width}
-        rows.extend(_ladder_size(run, i, replace(lr_run, model=model), train))
+        rows.extend(_ladder_size(run, i, replace(lr_run, model=model), train, cost))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=LADDER_COLUMNS, lineterminator="\n")
     w.writeheader()

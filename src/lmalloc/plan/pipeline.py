@@ -155,10 +155,37 @@ class Pipeline:
         val = data.split("val")
         self.tokens_per_byte = val.num_tokens / max(1, val.num_bytes)
 
-    def _cost(self, evals: int = 1) -> Callable[[Any, float], float]:
+    def _cost(self, evals: int = 1, calibrated: bool = True) -> Callable[[Any, float], float]:
         from lmalloc.plan.planner import cost_function
 
-        return cost_function(self.unit, self.hw, self.recipe, evals)
+        scale = self.time_scale() if calibrated else 1.0
+        return cost_function(self.unit, self.hw, self.recipe, evals, time_scale=scale)
+
+    def time_scale(self) -> float:
+        """Measured over predicted seconds of this run's own trainings so far (search trials
+        and ladder runs), clipped to [0.25, 10]; 1 for FLOP budgets or before any training.
+        The profile is measured once, quickly, and other load on the machine or per-run
+        overheads (model build, evaluation, checkpoints) shift real times: the stages after
+        the search plan with the time model corrected by this factor."""
+        if self.unit != "seconds":
+            return 1.0
+        from lmalloc.model.config import GPTConfig
+
+        predicted = measured = 0.0
+        search = self.run_dir.path(SEARCH_JSON)
+        if search.exists():
+            doc = read_json(search, "search summary")
+            proxy = GPTConfig.from_dict(doc["proxy"])
+            cost = self._cost(self.recipe.evals_per_run, calibrated=False)
+            for t in doc["trials"]:
+                if t.get("tokens") and t.get("seconds"):
+                    predicted += cost(proxy, float(t["tokens"]))
+                    measured += float(t["seconds"])
+        for row in self.run_dir.manifest().get("ledger", []):
+            if row.get("predicted"):
+                predicted += float(row["predicted"])
+                measured += float(row["seconds"])
+        return min(10.0, max(0.25, measured / predicted)) if predicted > 0 else 1.0
 
     # -- stages -------------------------------------------------------------------------------
     def _split(self) -> None:
@@ -226,7 +253,7 @@ class Pipeline:
 
     def _ladder(self) -> None:
         from lmalloc.plan.explore import run_ladder_stage
-        from lmalloc.plan.ladder import Ladder, design_ladder
+        from lmalloc.plan.ladder import Ladder, LadderBudgetError, design_ladder
 
         split = self._split_doc()
         best = read_json(self.run_dir.path(SEARCH_JSON), "search summary")
@@ -237,16 +264,25 @@ class Pipeline:
             explore = float(split["search_budget"]) + float(split["ladder_budget"])
             budget = explore - float(self.run_dir.spent("search")[self.unit])
             planned = Ladder.from_dict(split["ladder"])
-            ladder = design_ladder(budget, self._cost(), planned.target_flops, self.vocab,
-                                   self.recipe.seq_len, self.recipe.batch_tokens,
-                                   min_params=self.recipe.min_params,
-                                   cooldown_frac=self.recipe.cooldown_frac)
+            try:
+                ladder = design_ladder(budget, self._cost(), planned.target_flops, self.vocab,
+                                       self.recipe.seq_len, self.recipe.batch_tokens,
+                                       min_params=self.recipe.min_params,
+                                       cooldown_frac=self.recipe.cooldown_frac)
+            except LadderBudgetError as e:  # slower than profiled: keep the split's design
+                self.say(f"[yellow]warning:[/] {e}; keeping the split's ladder design")
+                ladder = planned
             atomic_write_json(ladder_path, ladder.to_dict())
         params = best["best_params"]
+        budget = float(split["search_budget"]) + float(split["ladder_budget"]) - float(
+            self.run_dir.spent("search")[self.unit])
         rows = run_ladder_stage(self.run_dir, ladder, self.recipe, lr=float(params["lr"]),
                                 warmup=float(params.get("warmup", self.recipe.warmup)),
-                                mup_base_width=int(best["proxy"]["d_model"]))
-        self.run_dir.record_stage("ladder", out=LADDER_CSV, points=len(rows))
+                                mup_base_width=int(best["proxy"]["d_model"]),
+                                cost=self._cost(calibrated=False), budget=budget,
+                                unit=self.unit)
+        self.run_dir.record_stage("ladder", out=LADDER_CSV, points=len(rows),
+                                  time_scale=self.time_scale())
 
     def _fit(self) -> None:
         import numpy as np
@@ -281,6 +317,7 @@ class Pipeline:
             warmup=float(params.get("warmup", self.recipe.warmup)),
             mup_base_width=int(best["proxy"]["d_model"]), tokens_per_byte=self.tokens_per_byte,
             memory_bytes=self.memory, source="search at the ladder's smallest width, μP",
+            time_scale=self.time_scale(),
         )
         atomic_write_json(self.run_dir.path(PLAN_JSON), plan)
         self.run_dir.record_artifact(PLAN_JSON)
@@ -327,6 +364,7 @@ class Pipeline:
             "within_interval": achieved is not None and math.isfinite(achieved)
             and lo is not None and hi is not None and lo <= achieved <= hi,
             "spent": self.run_dir.spent(), "by_stage": by_stage,
+            "time_scale": self.time_scale(),
             "budget": {"text": self.opt.budget, "unit": self.unit, "total": self.total},
             "split": m.get("budget_split"),
         }

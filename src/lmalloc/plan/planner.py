@@ -35,10 +35,11 @@ UNITS = ("flops", "seconds")
 TIME_SAFETY = 0.9  # plan the final run for 90 % of the time left: the time model errs ~13 %
 
 
-def cost_function(unit: str, hw: HardwareProfile, recipe: Recipe,
-                  evals: int = 1) -> Callable[[GPTConfig, float], float]:
+def cost_function(unit: str, hw: HardwareProfile, recipe: Recipe, evals: int = 1,
+                  time_scale: float = 1.0) -> Callable[[GPTConfig, float], float]:
     """``cost(cfg, tokens)`` in the budget's unit: training FLOPs, or predicted seconds
-    (including ``evals`` evaluations of ``recipe.eval_tokens``)."""
+    (including ``evals`` evaluations of ``recipe.eval_tokens``) times ``time_scale``, the
+    measured/predicted ratio of the run's own trainings (see ``Pipeline.time_scale``)."""
     if unit == "flops":
         return lambda cfg, tokens: train_flops_per_token(cfg, recipe.seq_len) * tokens
 
@@ -47,7 +48,7 @@ def cost_function(unit: str, hw: HardwareProfile, recipe: Recipe,
         return predict_time(cfg, max(tokens, 1.0), hw, batch_tokens=recipe.batch_tokens,
                             micro_batch=recipe.micro_batch, seq_len=recipe.seq_len,
                             eval_every=max(1, steps // evals),
-                            eval_tokens=recipe.eval_tokens).seconds
+                            eval_tokens=recipe.eval_tokens).seconds * time_scale
 
     return seconds
 
@@ -73,11 +74,13 @@ def make_plan(
     fit: ParametricFit, *, amount: float, unit: str, hardware: HardwareProfile,
     vocab_size: int, recipe: Recipe, lr: float, warmup: float, mup_base_width: int | None,
     tokens_per_byte: float, memory_bytes: float | None = None, source: str = "",
+    time_scale: float = 1.0,
 ) -> dict[str, Any]:
     """The final run for ``amount`` of budget in ``unit``: the allocation (shape, tokens,
     predicted loss with its interval, time, memory, parallelism, sensitivity) and the exact
     ``model`` and ``train`` settings ``lmalloc train`` runs."""
-    cost = cost_function(unit, hardware, recipe, evals=recipe.evals_per_run)
+    cost = cost_function(unit, hardware, recipe, evals=recipe.evals_per_run,
+                         time_scale=time_scale)
     usable = amount * (TIME_SAFETY if unit == "seconds" else 1.0)
     mem = memory_bytes if memory_bytes is not None else hardware.memory_bytes
 
@@ -86,7 +89,7 @@ def make_plan(
         micro = recommend(cfg, mem, recipe.batch_tokens, recipe.seq_len,
                           hardware.default_dtype, hardware.count).micro_batch
         cost_cfg = cost_function(unit, hardware, replace(recipe, micro_batch=micro),
-                                 evals=recipe.evals_per_run)
+                                 evals=recipe.evals_per_run, time_scale=time_scale)
         return float(tokens_within(cfg, usable, cost_cfg, recipe.batch_tokens))
 
     flops_guess = usable if unit == "flops" else _flops_in(fit, usable, cost, hardware, recipe,
@@ -94,7 +97,8 @@ def make_plan(
     alloc = allocate(
         fit, flops_guess, hardware, vocab_size, recipe.seq_len, recipe.batch_tokens,
         memory_bytes=memory_bytes, precision=hardware.default_dtype, tokens_for=tokens_for,
-        seconds=usable if unit == "seconds" else None,  # e.g. memory forces a smaller micro-batch
+        # uncalibrated, like allocate's own time model; catches e.g. a memory-bound micro-batch
+        seconds=usable / time_scale if unit == "seconds" else None,
     )
     chosen = alloc.chosen
     model = {**chosen.model, "mup_base_width": mup_base_width}
@@ -113,7 +117,8 @@ def make_plan(
         "predicted": {
             "loss": chosen.loss.to_dict(),
             "bpb": to_bpb(chosen.loss, tokens_per_byte).to_dict(),
-            "seconds": chosen.seconds, "memory_bytes": chosen.memory_bytes,
+            "seconds": chosen.seconds * time_scale, "time_scale": time_scale,
+            "memory_bytes": chosen.memory_bytes,
             "flops": chosen.flops, "N": chosen.N, "D": D,
         },
         "parallelism": {"devices": hardware.count, "parallel": chosen.parallel,

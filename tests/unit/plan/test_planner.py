@@ -76,3 +76,22 @@ def test_batch_law_and_bpb() -> None:
     assert big % (128 * 8) == 0 and 1e6 < big < 1e7  # DeepSeek's law: ~4M tokens at 1e23
     e = to_bpb(Estimate(2.0, 1.9, 2.1, 0.9), 0.25)
     assert e.value == pytest.approx(2.0 * 0.25 / math.log(2)) and e.level == 0.9
+
+
+def test_time_scale_calibrates_seconds_from_the_runs_own_trainings(tmp_path) -> None:  # type: ignore
+    from lmalloc.plan.pipeline import Pipeline, RunOptions
+    from lmalloc.rundir import RunDir
+
+    p = Pipeline(tmp_path / "r", RunOptions(hardware="cpu"))
+    p.unit, p.hw = "seconds", get_hardware("cpu")
+    assert p.time_scale() == 1.0  # nothing trained yet
+    run = RunDir(tmp_path / "r")
+    run.charge("ladder", 1e9, 30.0, predicted=10.0)
+    run.charge("ladder", 1e9, 30.0, predicted=20.0)
+    run.charge("train", 1e9, 500.0)  # no prediction: not part of the ratio
+    assert p.time_scale() == pytest.approx(2.0)
+    cfg = GPTConfig(vocab_size=4096, n_layer=2, n_head=2, d_model=64, seq_len=128)
+    base = cost_function("seconds", p.hw, RECIPE)(cfg, 1e6)
+    assert p._cost()(cfg, 1e6) == pytest.approx(2.0 * base)
+    p.unit = "flops"
+    assert p.time_scale() == 1.0  # compute budgets are counted, not predicted
