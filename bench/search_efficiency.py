@@ -31,6 +31,19 @@ Usage::
 
 Writes ``bench/results/search_efficiency.json`` (per-seed curves and the medians) and prints
 the table.
+
+The real task (``--real-task``, objective and definitions in ``bench/search_realtask.py``):
+tuning a tiny GPT on Tiny Shakespeare, every trial a real training through ``run_search``,
+each study limited to the FLOPs of ``--budget-trials`` full trials (pruned and failed trials'
+partial FLOPs included); compute is FLOPs and "within 1 %" a plain relative 1 % of the best
+val bpb anyone found. Finished (strategy, seed) studies are saved under
+``$LMALLOC_BENCH_CACHE`` (``/tmp/lmalloc_bench``) and skipped when the run is restarted::
+
+    .venv/bin/python bench/search_efficiency.py --real-task --jobs 2   # ~55 min on 2 busy cores
+    .venv/bin/python bench/search_efficiency.py --quick                # smoke check, < 1 min
+    .venv/bin/python bench/search_efficiency.py --real-task --jobs 0   # summarise saved studies
+
+writes ``bench/results/search_realtask.json``.
 """
 
 from __future__ import annotations
@@ -57,6 +70,7 @@ from testfunctions import FUNCTIONS, TestFunction  # noqa: E402
 
 PEER = "peer:tpe_default"
 RESULTS = Path(__file__).resolve().parent / "results" / "search_efficiency.json"
+REALTASK_RESULTS = RESULTS.with_name("search_realtask.json")
 TOLERANCES = (0.1, 0.05, 0.01)
 
 
@@ -269,13 +283,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--gp-trials", type=int, default=60, help="trials of GP-based samplers (~100x slower)"
     )
-    ap.add_argument("--strategies", default=",".join(SAMPLERS))
+    ap.add_argument("--strategies", default=None, help="comma-separated (default: all)")
     ap.add_argument("--objectives", default=",".join(OBJECTIVES))
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
         "--resummarise", action="store_true", help="recompute medians/table from --out's runs"
     )
+    ap.add_argument("--real-task", action="store_true",
+                    help="the real task: tiny-GPT trials under a FLOPs budget (search_realtask)")
+    ap.add_argument("--budget-trials", type=float, default=12,
+                    help="real task: FLOPs budget per study, in full trials of the base recipe")
+    ap.add_argument("--trial-tokens", type=int, default=24576,
+                    help="real task: training tokens of a full trial (the fidelity's maximum)")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="real task: parallel studies (0: only summarise the saved studies)")
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="real task: write the anytime curves (PNG) here")
+    ap.add_argument("--quick", action="store_true",
+                    help="real task smoke check: 3 strategies, 1 seed, short trials (< 1 min)")
     args = ap.parse_args(argv)
+    if args.real_task or args.quick:
+        return _real_task(args)
+    args.out = args.out or RESULTS
+    args.strategies = args.strategies or ",".join(SAMPLERS)
     if args.resummarise:
         return resummarise(args.out)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -313,6 +343,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     atomic_write_json(args.out, results)
     print(table(results), anytime_table(results), sep="\n\n")
     return results
+
+
+def _real_task(args: argparse.Namespace) -> dict[str, Any]:
+    import search_realtask as rt
+
+    out = args.out or (rt.QUICK_RESULTS if args.quick else REALTASK_RESULTS)
+    if args.resummarise:
+        results = rt.resummarise(out)
+    else:
+        results = _run_real_task(rt, args, out)
+    if args.plot:
+        rt.plot(results["summary"], args.plot)
+    return results
+
+
+def _run_real_task(rt: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    strategies = args.strategies.split(",") if args.strategies else None
+    if args.quick:
+        strategies = strategies or ["peer:tpe_default", "auto", "gp"]
+        return rt.main(strategies, 1, rt.Task(budget_trials=3, quick=True), args.jobs, out)
+    task = rt.Task(budget_trials=args.budget_trials, max_tokens=args.trial_tokens)
+    return rt.main(strategies, args.seeds, task, args.jobs, out)
 
 
 if __name__ == "__main__":

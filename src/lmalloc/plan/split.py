@@ -21,6 +21,13 @@
 The ``f`` of least expected loss wins. Exploring more makes the final run smaller (``L*``
 rises) but its size better chosen (``sd`` falls): the rule balances the two.
 
+**How it behaves.** The IsoFLOP bowl is flat (``kappa`` is small), so once a ladder with three
+sizes is affordable the second term rarely outweighs the first: in practice the rule picks the
+smallest fraction whose ladder is feasible (0.1 at 1e15 and 1e18 FLOPs with noise 0.01; 0.3 for
+the default 15-minute CPU run, where the ladder's minimum model size binds), and only noisier
+runs (noise 0.1) move it up. The rule prices only the misplacement of N*, not a wrong prior or
+the search's payoff; both would argue for exploring more.
+
 **Why a fixed search share.** The search tunes the learning rate and warmup on the ladder's
 smallest (μP proxy) model; its payoff (how much a better learning rate lowers the final loss)
 has no model comparable to the ladder's Fisher information, so optimising its share would

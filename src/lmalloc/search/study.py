@@ -121,7 +121,8 @@ def load_study(s: SearchSettings, worker: int = 0) -> optuna.Study:
     from lmalloc.search.strategies import make_sampler
 
     space = SearchSpace.from_dict(s.space)
-    sampler = make_sampler(s.strategy, space, seed=s.seed + worker)
+    pruned = {"pruned": s.pruner != "none"} if s.strategy == "auto" else {}
+    sampler = make_sampler(s.strategy, space, seed=s.seed + worker, **pruned)
     directions = [StudyDirection.MINIMIZE] * (2 if s.second_objective else 1)
     return optuna.create_study(
         study_name=s.study_name, storage=open_storage(storage_url(s.run_dir, s.storage)),

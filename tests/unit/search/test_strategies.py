@@ -82,3 +82,21 @@ def test_register_a_strategy() -> None:
 
         mod._REGISTRY.pop("fixed_random")
     assert "fixed_random" not in all_strategies()
+
+
+def test_auto_uses_tpe_when_the_study_prunes() -> None:
+    """GP learns from COMPLETE trials only: under ASHA it would stay random."""
+    assert isinstance(make_sampler("auto", SPACE, seed=0, pruned=True),
+                      optuna.samplers.TPESampler)
+    assert isinstance(make_sampler("auto", SPACE, seed=0, pruned=False),
+                      optuna.samplers.GPSampler)
+
+
+def test_search_study_passes_its_pruner_to_auto(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lmalloc.search.study import SearchSettings, load_study
+
+    base = {"run_dir": str(tmp_path), "space": SPACE.to_dict(), "base_model": {},
+            "base_train": {"max_tokens": 1000}}
+    assert isinstance(load_study(SearchSettings(**base)).sampler, optuna.samplers.TPESampler)
+    s = SearchSettings(**base, pruner="none")
+    assert isinstance(load_study(s).sampler, optuna.samplers.GPSampler)
