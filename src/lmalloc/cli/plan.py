@@ -51,6 +51,8 @@ def _render_summary(s: dict[str, Any]) -> None:
     total = s["budget"]["total"]
     console.print(f"[bold]budget[/] {s['budget']['text']}: spent "
                   f"{s['spent'][unit]:.4g} of {total:.4g} {unit}")
+    for w in s.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}")
     for stage, v in s["by_stage"].items():
         console.print(f"  {stage:<8} {v['seconds']:8.1f} s  {v['flops']:.3g} FLOPs")
 

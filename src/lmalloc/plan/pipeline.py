@@ -294,10 +294,13 @@ class Pipeline:
         ok = np.isfinite(runs.loss)
         fit = fit_parametric(runs.N[ok], runs.D[ok], runs.loss[ok], bootstrap=self.opt.bootstrap,
                              param_convention="non_embedding", seed=self.opt.seed)
-        save_laws(self.run_dir.path(LAWS_JSON), {"parametric": fit})
+        warns = fit_warnings(fit.params)
+        for w in warns:
+            self.say(f"[yellow]warning:[/] {w}")
+        save_laws(self.run_dir.path(LAWS_JSON), {"parametric": fit, "warnings": warns})
         self.run_dir.record_artifact(LAWS_JSON)
         self.run_dir.record_stage("fit", out=LAWS_JSON, points=int(ok.sum()),
-                                  params=fit.params)
+                                  params=fit.params, warnings=warns)
 
     def _plan(self) -> None:
         from lmalloc.plan.planner import make_plan
@@ -365,11 +368,30 @@ class Pipeline:
             and lo is not None and hi is not None and lo <= achieved <= hi,
             "spent": self.run_dir.spent(), "by_stage": by_stage,
             "time_scale": self.time_scale(),
+            "warnings": m["stages"]["fit"].get("warnings", []),
             "budget": {"text": self.opt.budget, "unit": self.unit, "total": self.total},
             "split": m.get("budget_split"),
         }
         atomic_write_json(self.run_dir.path(SUMMARY_JSON), summary)
         self.run_dir.record_stage("summary", out=SUMMARY_JSON)
+
+
+EXPONENT_RANGE = (0.02, 2.0)  # published fits: 0.07-0.7; outside, a term has vanished
+
+
+def fit_warnings(params: dict[str, float]) -> list[str]:
+    """Plain-language warnings about a degenerate L(N, D) fit: an exponent at an extreme means
+    the ladder could not see that term (e.g. larger models no better at the token counts
+    explored), and the plan then follows the other term alone."""
+    out = []
+    lo, hi = EXPONENT_RANGE
+    for name, term in (("alpha", "model size"), ("beta", "training tokens")):
+        v = params.get(name)
+        if v is not None and not lo <= v <= hi:
+            out.append(f"the fitted exponent {name} = {v:.3g} is outside [{lo}, {hi}]: the "
+                       f"ladder did not resolve the effect of {term}; the plan's choice of it "
+                       "rests on the edge of the explored range (give a larger budget)")
+    return out
 
 
 def run_pipeline(run_dir: str | Path, options: RunOptions | None = None,

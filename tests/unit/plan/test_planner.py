@@ -95,3 +95,11 @@ def test_time_scale_calibrates_seconds_from_the_runs_own_trainings(tmp_path) -> 
     assert p._cost()(cfg, 1e6) == pytest.approx(2.0 * base)
     p.unit = "flops"
     assert p.time_scale() == 1.0  # compute budgets are counted, not predicted
+
+
+def test_degenerate_fit_is_flagged() -> None:
+    from lmalloc.plan.pipeline import fit_warnings
+
+    assert fit_warnings({"alpha": 0.34, "beta": 0.28}) == []
+    (w,) = fit_warnings({"alpha": 10.0, "beta": 0.3})
+    assert "alpha = 10" in w and "model size" in w
