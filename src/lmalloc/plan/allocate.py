@@ -6,7 +6,9 @@ shapes, pay an attention term per token, and must fit a device's memory and a de
 N*, it takes the shape :func:`~lmalloc.model.shape.shape_for` gives, counts its exact training
 FLOPs per token, spends the whole compute budget on tokens ``D = C / flops_per_token``, asks the
 cost package whether the run fits the memory and time limits, and keeps the feasible shape of
-lowest predicted loss. Every prediction carries the fit's bootstrap interval.
+lowest predicted loss. Every prediction carries the fit's bootstrap interval. Shapes smaller
+than the smallest fitted run are never chosen: a final run is for extrapolating upwards, and a
+fit that sees no benefit of size (an exponent near 0) would otherwise pick a toy model.
 
 Torch-free: it uses only ``scaling``, ``cost`` and the model's accounting.
 """
@@ -86,6 +88,9 @@ def _candidate(
     fpt = train_flops_per_token(cfg)
     D = tokens_for(cfg) if tokens_for is not None else C / fpt
     reasons = []
+    n_min = fit.input_range.get("N", (0.0, 0.0))[0]
+    if N < n_min:  # the law says nothing below its runs; a flat fit would pick toy models
+        reasons.append(f"smaller than any fitted run ({N:,} < {n_min:,.0f} parameters)")
     if D < batch_tokens:
         reasons.append("fewer tokens than one batch")
         D = float(batch_tokens)  # keeps the time and loss predictions defined
@@ -130,7 +135,7 @@ def allocate(
     mem = memory_bytes if memory_bytes is not None else hardware.memory_bytes
     non_emb = fit.param_convention == "non_embedding"
     seen: dict[tuple[int, int, int], Candidate] = {}
-    centre = closed.N.value
+    centre = max(closed.N.value, fit.input_range.get("N", (0.0, 0.0))[0])
     for _ in range(WALK_DOWN + 1):
         for n in centre * 2.0 ** np.linspace(-GRID_OCTAVES, GRID_OCTAVES, grid_points):
             try:

@@ -40,3 +40,16 @@ def test_time_limit_moves_the_choice_or_refuses(fit) -> None:  # type: ignore[no
     small_mem = allocate(fit, 1e20, hw, vocab_size=32000, seq_len=2048, batch_tokens=2**19,
                          memory_bytes=8e9)
     assert small_mem.chosen.memory_bytes <= 8e9
+
+
+def test_never_below_the_fitted_range(fit) -> None:  # type: ignore[no-untyped-def]
+    """A flat fit in N (alpha near 0) must not send the plan to toy models."""
+    from dataclasses import replace
+
+    flat = replace(fit, params={**fit.params, "alpha": 1e-6})
+    hw = get_hardware("8xH100")
+    a = allocate(flat, 1e21, hw, vocab_size=32000, seq_len=2048, batch_tokens=2**20)
+    n_min = fit.input_range["N"][0]
+    assert a.chosen.N >= n_min
+    small = [c for c in a.candidates if c.N < n_min]
+    assert all(not c.feasible and "smaller than any fitted run" in c.reason for c in small)
