@@ -189,17 +189,19 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------------
     def _split(self) -> None:
-        from lmalloc.plan.planner import tokens_within
+        from lmalloc.plan.planner import cost_function, tokens_within
         from lmalloc.plan.split import choose_split
 
         cost = self._cost()
-        flops_cost = self._flops_cost()
+        flops_cost = cost_function("flops", self.hw, self.recipe)
 
         def final_flops(amount: float) -> float:
             if self.unit == "flops":
                 return amount
             from lmalloc.model.shape import shape_for
 
+            # seconds → FLOPs at a representative 1e6-parameter shape: only the split's
+            # comparison of fractions needs it; the plan stage allocates per shape
             cfg = shape_for(1e6, vocab_size=self.vocab, seq_len=self.recipe.seq_len)
             return flops_cost(cfg, tokens_within(cfg, amount, cost, self.recipe.batch_tokens))
 
@@ -214,11 +216,6 @@ class Pipeline:
             "search": split.search_budget, "ladder": split.ladder_budget,
             "final": split.final_budget})
         self.run_dir.record_stage("split", out=SPLIT_JSON)
-
-    def _flops_cost(self) -> Callable[[Any, float], float]:
-        from lmalloc.model.accounting import train_flops_per_token
-
-        return lambda cfg, tokens: train_flops_per_token(cfg, self.recipe.seq_len) * tokens
 
     def _split_doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = read_json(self.run_dir.path(SPLIT_JSON), "budget split")
@@ -238,7 +235,8 @@ class Pipeline:
 
         split = self._split_doc()
         budget = float(split["search_budget"])
-        proxy = {**self._proxy(), "mup_base_width": self._proxy()["d_model"]}
+        proxy = self._proxy()
+        proxy["mup_base_width"] = proxy["d_model"]
         cfg = GPTConfig.from_dict(proxy)
         trial_tokens = max(4 * self.recipe.batch_tokens, tokens_within(
             cfg, budget / 8, self._cost(self.recipe.evals_per_run), self.recipe.batch_tokens))
@@ -258,11 +256,11 @@ class Pipeline:
         split = self._split_doc()
         best = read_json(self.run_dir.path(SEARCH_JSON), "search summary")
         ladder_path = self.run_dir.path("ladder.json")
+        budget = float(split["search_budget"]) + float(split["ladder_budget"]) - float(
+            self.run_dir.spent("search")[self.unit])  # what the search left of exploration
         if ladder_path.exists():  # resuming: the design is fixed once the first run started
             ladder = Ladder.from_dict(read_json(ladder_path, "ladder design"))
         else:  # re-design with what the search left of the exploration budget
-            explore = float(split["search_budget"]) + float(split["ladder_budget"])
-            budget = explore - float(self.run_dir.spent("search")[self.unit])
             planned = Ladder.from_dict(split["ladder"])
             try:
                 ladder = design_ladder(budget, self._cost(), planned.target_flops, self.vocab,
@@ -274,8 +272,6 @@ class Pipeline:
                 ladder = planned
             atomic_write_json(ladder_path, ladder.to_dict())
         params = best["best_params"]
-        budget = float(split["search_budget"]) + float(split["ladder_budget"]) - float(
-            self.run_dir.spent("search")[self.unit])
         rows = run_ladder_stage(self.run_dir, ladder, self.recipe, lr=float(params["lr"]),
                                 warmup=float(params.get("warmup", self.recipe.warmup)),
                                 mup_base_width=int(best["proxy"]["d_model"]),
