@@ -9,14 +9,29 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from lmalloc.errors import UserError
 
+
+class _Group(TyperGroup):
+    """Keeps the words the user typed (``ctx.meta``) so the run log can record them."""
+
+    def parse_args(  # type: ignore[override]
+        self, ctx: typer.Context, args: list[str]
+    ) -> list[str]:
+        ctx.meta.setdefault("lmalloc.argv", list(args))
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
     name="lmalloc",
+    cls=_Group,
     help="Globally optimal allocation of a language-model training budget.",
+    epilog="Commands that work on a run directory append a DEBUG log to RUN/lmalloc.log.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -28,6 +43,23 @@ COMMAND_MODULES: tuple[str, ...] = ("prepare", "train", "cost", "search", "fit",
                                      "plan")
 
 _registered = False
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Show INFO "
+                                         "messages; twice (-vv): DEBUG too.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only; "
+                                        "no progress bars.")] = False,
+) -> None:
+    """Options of every command: how much the terminal shows (see ``lmalloc.cli.logs``)."""
+    from lmalloc.cli import logs
+
+    if verbose and quiet:
+        raise UserError("--quiet and --verbose contradict each other; give one of them")
+    logs.configure(-1 if quiet else verbose, ctx.meta.get("lmalloc.argv"))
+    ctx.call_on_close(logs.finish)
 
 
 def register() -> typer.Typer:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from lmalloc.cli.app import app
+from lmalloc.cli.logs import attach_run_log
 from lmalloc.cli.output import JsonFlag, console, emit
 
 
@@ -26,6 +27,7 @@ def profile(
     """Measure this machine (matmul FLOP/s, bandwidth, GPT training throughput) and save it."""
     from lmalloc.cost.profile import profile_machine, save_profile
 
+    attach_run_log(run, create=True)
     prof = profile_machine(name, device=device, quick=quick, precision=precision)
     paths = [str(save_profile(prof, out))]
     if run is not None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from lmalloc.cli.app import app
+from lmalloc.cli.logs import attach_run_log
 from lmalloc.cli.output import JsonFlag, console, emit
 
 RunOpt = Annotated[Path, typer.Option("--run", help="Run directory (runs/NAME) or its final/.")]
@@ -27,6 +28,7 @@ def generate(
     """Continue a prompt with a run's trained model (KV-cached decoding)."""
     from lmalloc.evaluate.generate import generate_text
 
+    attach_run_log(run)
     result = generate_text(run, prompt, max_tokens, temperature=temperature, top_k=top_k,
                            top_p=top_p, seed=seed)
 
@@ -50,6 +52,7 @@ def export(
     """Export a run's trained model (hf: a folder transformers loads as LlamaForCausalLM)."""
     from lmalloc.model.export import export_run
 
+    attach_run_log(run)
     result = export_run(run, format, out)
     emit(result, as_json, lambda r: console.print(
         f"exported {r['architecture']} to {r['out']} ({', '.join(r['files'])})", highlight=False))

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from lmalloc.cli.app import app
-from lmalloc.cli.output import JsonFlag, console, emit
+from lmalloc.cli.logs import adopt_optuna, attach_run_log
+from lmalloc.cli.output import JsonFlag, console, emit, say, show_progress
 
 
 @app.command(name="run")
@@ -32,8 +33,11 @@ def run_(
 
     opts = RunOptions(data=tuple(str(p) for p in data or ()), budget=budget,
                       hardware=hardware, seed=seed, vocab_size=vocab_size)
-    say = (lambda _m: None) if as_json else (lambda m: console.print(m))
-    emit(run_pipeline(run, opts, say=say, progress=not as_json), as_json, _render_summary)
+    attach_run_log(run, create=True)
+    adopt_optuna()
+    result = run_pipeline(run, opts, say=lambda m: say(m, show=not as_json),
+                          progress=show_progress(as_json))
+    emit(result, as_json, _render_summary)
 
 
 def _render_summary(s: dict[str, Any]) -> None:
@@ -72,6 +76,7 @@ def plan(
     """Plan a (bigger) run from a finished exploration's laws and hyperparameters."""
     from lmalloc.plan.planner import plan_from_run
 
+    attach_run_log(from_run)
     emit(plan_from_run(from_run, budget, hardware, out), as_json, _render_plan)
 
 

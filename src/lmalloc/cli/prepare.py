@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from lmalloc.cli.app import app
-from lmalloc.cli.output import JsonFlag, console, emit
+from lmalloc.cli.logs import attach_run_log
+from lmalloc.cli.output import JsonFlag, console, emit, show_progress
 from lmalloc.data.config import FIELD_HELP as H
 
 
@@ -38,6 +39,7 @@ def prepare(
     from lmalloc.data.config import PrepareConfig
     from lmalloc.data.pipeline import prepare_run
 
+    attach_run_log(run, create=True)
     cfg = PrepareConfig(
         vocab_size=vocab_size, tokenizer=tokenizer, text_field=text_field,
         parquet_column=parquet_column, include=tuple(include or ()),
@@ -45,7 +47,7 @@ def prepare(
         jaccard_threshold=jaccard_threshold, num_perm=num_perm, val_fraction=val_fraction,
         shard_tokens=shard_tokens, max_bytes=max_bytes, seed=seed,
     )
-    emit(prepare_run(run, sources, cfg, progress=not as_json), as_json, _render)
+    emit(prepare_run(run, sources, cfg, progress=show_progress(as_json)), as_json, _render)
 
 
 def _render(r: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from lmalloc.cli.app import app
-from lmalloc.cli.output import JsonFlag, console, emit
+from lmalloc.cli.logs import adopt_optuna, attach_run_log
+from lmalloc.cli.output import JsonFlag, console, emit, err_console, show_progress
 
 
 @app.command()
@@ -39,13 +40,15 @@ def search(
     """Search hyperparameters with proxy trainings; resumable, budget-aware."""
     from lmalloc.search import study as st
 
+    attach_run_log(run)
+    adopt_optuna()
     if status:
         s = st.build_settings(run, space, recipe, None, strategy, 1, storage)
         emit(st.summarize(st.load_study(s)), as_json, _render)
         return
     s = st.build_settings(run, space, recipe, budget, strategy, trials, storage, pruner, seed,
                           second_objective=second_objective)
-    live = None if as_json else _LiveTable()
+    live = _LiveTable() if show_progress(as_json) else None
     result = st.run_search(s, workers=workers, on_poll=live, join_existing=worker)
     if live is not None:
         live.stop()
@@ -53,12 +56,12 @@ def search(
 
 
 class _LiveTable:
-    """Redraws the trial table while the search runs."""
+    """Redraws the trial table while the search runs (on stderr, like every progress display)."""
 
     def __init__(self) -> None:
         from rich.live import Live
 
-        self.live = Live(console=console, refresh_per_second=1, transient=True)
+        self.live = Live(console=err_console, refresh_per_second=1, transient=True)
         self.live.start()
 
     def __call__(self, study: Any) -> None:

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from lmalloc.cli.app import app
-from lmalloc.cli.output import JsonFlag, console, emit
+from lmalloc.cli.logs import attach_run_log
+from lmalloc.cli.output import JsonFlag, console, emit, show_progress
 
 RunOpt = Annotated[Path, typer.Option("--run", help="The run directory (runs/NAME).")]
 
@@ -30,8 +31,9 @@ def train(
     """Train the run's model on its prepared data into runs/NAME/final/."""
     from lmalloc.train.launch import train_run
 
+    attach_run_log(run)
     result = train_run(run, recipe, max_tokens=max_tokens, max_seconds=max_seconds, lr=lr,
-                       resume=resume, progress=not as_json)
+                       resume=resume, progress=show_progress(as_json))
     emit(result, as_json, _render_train)
 
 
@@ -54,6 +56,7 @@ def eval_(
     """Perplexity and bits per byte of the run's trained model; merged into eval.json."""
     from lmalloc.evaluate.perplexity import evaluate_run
 
+    attach_run_log(run)
     result = evaluate_run(run, text=text, max_tokens=max_tokens)
     emit(result, as_json, _render_eval)
 
