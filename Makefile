@@ -22,6 +22,7 @@ demo: setup
 
 # The test suite CI runs (GPU, Ray and PostgreSQL tests carry markers and run elsewhere).
 test: setup
+	sh scripts/ensure_chromium.sh
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q -m "not gpu and not ray and not postgres" --timeout=600 --durations=15
 
 lint: setup
