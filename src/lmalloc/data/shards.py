@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -105,6 +105,31 @@ class SplitTokens:
                 [np.asarray(self.shards[s][o : o + window], dtype=np.int64) for s, o in chunk]
             )
             yield buf[:, :-1], buf[:, 1:]
+
+
+class TokenSplit(Protocol):
+    """What training and evaluation read from a split. :class:`SplitTokens` is the on-disk one;
+    a fine-tuning task provides its own (examples padded to ``seq_len``, targets ``-1`` where
+    no loss is taken), so the one :class:`~lmalloc.train.Trainer` trains on both."""
+
+    num_tokens: int
+    num_bytes: int
+
+    def window_batch(self, step: int, batch_size: int, seq_len: int, seed: int, rank: int = 0,
+                     world_size: int = 1) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def sequential_batches(self, batch_size: int, seq_len: int, rank: int = 0,
+                           world_size: int = 1, max_tokens: int | None = None,
+                           ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+
+class TokenSource(Protocol):
+    """A source of splits: :class:`TokenData` (a prepared folder) or a task's examples."""
+
+    dir: Path
+    vocab_size: int
+
+    def split(self, name: str) -> TokenSplit: ...
 
 
 class TokenData:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmalloc.data.shards import SplitTokens
+from lmalloc.data.shards import TokenSplit
 from lmalloc.errors import UserError
 
 
@@ -72,7 +72,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def evaluate_lm(
-    model: nn.Module, source: SplitTokens | str | Path, *, seq_len: int, batch_size: int = 8,
+    model: nn.Module, source: TokenSplit | str | Path, *, seq_len: int, batch_size: int = 8,
     max_tokens: int | None = None, tokenizer_path: str | Path | None = None,
     autocast_dtype: torch.dtype | None = None, rank: int = 0, world_size: int = 1,
 ) -> dict[str, Any]:
@@ -80,7 +80,8 @@ def evaluate_lm(
 
     Args:
         model: returns ``(logits, loss)`` from ``model(idx, targets)``.
-        source: a prepared :class:`SplitTokens`, or the path of a UTF-8 text file (then
+        source: a split (:class:`~lmalloc.data.shards.SplitTokens` or any ``TokenSplit``;
+            targets < 0 are not counted), or the path of a UTF-8 text file (then
             ``tokenizer_path`` is required).
         seq_len: window length.
         batch_size: windows per forward pass.
@@ -92,7 +93,7 @@ def evaluate_lm(
     Returns:
         ``{"loss", "perplexity", "bpb", "tokens", "bytes"}`` (loss in nats per token).
     """
-    if isinstance(source, SplitTokens):
+    if not isinstance(source, (str, Path)):  # SplitTokens or any TokenSplit
         batches = source.sequential_batches(batch_size, seq_len, rank, world_size, max_tokens)
         total_tokens, total_bytes = source.num_tokens, source.num_bytes
     else:
@@ -133,8 +134,10 @@ def _sum_loss(model: nn.Module, batches: Iterator[tuple[np.ndarray, np.ndarray]]
             yt = torch.from_numpy(np.ascontiguousarray(y)).to(device)
             with ctx:
                 _, loss = model(xt, yt)
-            nats += float(loss.double()) * yt.numel()
-            count += yt.numel()
+            n = int((yt >= 0).sum())  # targets < 0 take no loss (a task's prompt, padding)
+            if n:  # an all-masked batch has a NaN mean
+                nats += float(loss.double()) * n
+                count += n
     finally:
         model.train(was_training)
     return nats, count

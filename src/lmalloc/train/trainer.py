@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmalloc.data.shards import TokenData
+from lmalloc.data.shards import TokenData, TokenSource
 from lmalloc.errors import UserError
 from lmalloc.evaluate.perplexity import evaluate_lm
 from lmalloc.rundir import atomic_write_json, read_json
@@ -86,7 +86,8 @@ class Trainer:
     Args:
         model_cfg: the model's ``GPTConfig``.
         train_cfg: the :class:`TrainConfig`.
-        data_dir: a prepared data folder (``lmalloc prepare``).
+        data_dir: a prepared data folder (``lmalloc prepare``), or any
+            :class:`~lmalloc.data.shards.TokenSource` (a fine-tuning task's examples).
         out_dir: where config, metrics and checkpoints go.
         callbacks: extra :class:`Callback` s (a ``MetricsFile`` is always attached).
         resume: continue from ``out_dir/checkpoint`` when present (the configs must match,
@@ -103,7 +104,7 @@ class Trainer:
     """
 
     def __init__(
-        self, model_cfg: Any, train_cfg: TrainConfig, data_dir: str | Path,
+        self, model_cfg: Any, train_cfg: TrainConfig, data_dir: str | Path | TokenSource,
         out_dir: str | Path, callbacks: tuple[Callback, ...] | list[Callback] = (),
         resume: bool = True, *, model: nn.Module | None = None,
         init_from: str | Path | None = None, branch_from: str | Path | None = None,
@@ -116,7 +117,8 @@ class Trainer:
         self.cooldown_tokens = cooldown_tokens
         self._check_branch_args()
         self.ctx: DistContext = init_distributed(train_cfg.device)
-        self.data = TokenData(data_dir)
+        self.data: TokenSource = (TokenData(data_dir) if isinstance(data_dir, (str, Path))
+                                  else data_dir)
         self._check_shapes()
         self.accum = train_cfg.grad_accum(self.ctx.world_size)
         self.micro = train_cfg.micro_batch_for(self.ctx.world_size)
