@@ -12,7 +12,6 @@ from lmalloc.search.pg import PolicyGradientSampler
 from lmalloc.search.space import DEFAULT_GRID_POINTS, Param, SearchSpace
 from lmalloc.search.strategies import (
     AUTO_GP,
-    AUTO_TPE,
     all_strategies,
     make_sampler,
     register_strategy,
@@ -21,7 +20,6 @@ from lmalloc.search.strategies import (
 
 __all__ = [
     "AUTO_GP",
-    "AUTO_TPE",
     "DEFAULT_GRID_POINTS",
     "EpsilonGreedySampler",
     "Param",

@@ -6,7 +6,8 @@ import optuna
 import pytest
 
 from lmalloc.errors import UserError
-from lmalloc.search import AUTO_GP, AUTO_TPE, SearchSpace, make_sampler, strategy_names
+from lmalloc.search import AUTO_GP, SearchSpace, make_sampler, strategy_names
+from lmalloc.search.pg import PolicyGradientSampler
 from lmalloc.search.strategies import MAX_GRID_SIZE, all_strategies, register_strategy
 
 SPACE = SearchSpace.from_dict({"params": {"x": {"type": "float", "low": 0, "high": 1}}})
@@ -53,7 +54,7 @@ def test_grid_needs_a_space_of_reasonable_size() -> None:
         make_sampler("grid", big, seed=0)
 
 
-def test_auto_is_gp_without_conditions_and_tpe_with_them() -> None:
+def test_auto_is_gp_without_conditions_and_pg_with_them() -> None:
     sampler = make_sampler("auto", SPACE, seed=0)
     assert isinstance(sampler, optuna.samplers.GPSampler)
     assert sampler._n_startup_trials == AUTO_GP["n_startup_trials"]
@@ -67,10 +68,7 @@ def test_auto_is_gp_without_conditions_and_tpe_with_them() -> None:
     )
     for space in (conditional, None):
         sampler = make_sampler("auto", space, seed=0)
-        assert isinstance(sampler, optuna.samplers.TPESampler)
-        assert sampler._n_startup_trials == AUTO_TPE["n_startup_trials"]
-        assert sampler._multivariate is AUTO_TPE["multivariate"]
-        assert sampler._constant_liar is AUTO_TPE["constant_liar"]
+        assert isinstance(sampler, PolicyGradientSampler)
 
 
 def test_register_a_strategy() -> None:
@@ -84,10 +82,9 @@ def test_register_a_strategy() -> None:
     assert "fixed_random" not in all_strategies()
 
 
-def test_auto_uses_tpe_when_the_study_prunes() -> None:
+def test_auto_uses_pg_when_the_study_prunes() -> None:
     """GP learns from COMPLETE trials only: under ASHA it would stay random."""
-    assert isinstance(make_sampler("auto", SPACE, seed=0, pruned=True),
-                      optuna.samplers.TPESampler)
+    assert isinstance(make_sampler("auto", SPACE, seed=0, pruned=True), PolicyGradientSampler)
     assert isinstance(make_sampler("auto", SPACE, seed=0, pruned=False),
                       optuna.samplers.GPSampler)
 
@@ -97,6 +94,6 @@ def test_search_study_passes_its_pruner_to_auto(tmp_path) -> None:  # type: igno
 
     base = {"run_dir": str(tmp_path), "space": SPACE.to_dict(), "base_model": {},
             "base_train": {"max_tokens": 1000}}
-    assert isinstance(load_study(SearchSettings(**base)).sampler, optuna.samplers.TPESampler)
+    assert isinstance(load_study(SearchSettings(**base)).sampler, PolicyGradientSampler)
     s = SearchSettings(**base, pruner="none")
     assert isinstance(load_study(s).sampler, optuna.samplers.GPSampler)
