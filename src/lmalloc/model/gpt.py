@@ -328,12 +328,10 @@ class GPT(nn.Module):
         w = self.lm_head.weight
         return KVCache(self.cfg, batch_size, max_len, device=w.device, dtype=w.dtype)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, V) for token ids ``idx`` (B, T), and the mean cross entropy against
-        ``targets`` (B, T) when given (ids < 0 are ignored). With ``cache``, ``idx`` continues
-        the sequence stored in it (positions ``cache.pos`` onwards) and is appended to it."""
-        B, T = idx.shape
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The trunk's output after the final norm, (B, T, C): what the LM head reads (and what
+        a task head reads, e.g. :class:`lmalloc.evaluate.finetune.GPTClassifier`)."""
+        T = idx.size(1)
         start = 0 if cache is None else cache.pos
         if start + T > self.rope_cos.size(0):
             raise ValueError(f"sequence of {start + T} tokens exceeds seq_len {self.cfg.seq_len}")
@@ -344,7 +342,16 @@ class GPT(nn.Module):
             x = block(x, cos, sin, cache)  # (B, T, C)
         if cache is not None:
             cache.pos += T
-        x = self.transformer.ln_f(x)  # (B, T, C)
+        out: torch.Tensor = self.transformer.ln_f(x)  # (B, T, C)
+        return out
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, V) for token ids ``idx`` (B, T), and the mean cross entropy against
+        ``targets`` (B, T) when given (ids < 0 are ignored). With ``cache``, ``idx`` continues
+        the sequence stored in it (positions ``cache.pos`` onwards) and is appended to it."""
+        B, T = idx.shape
+        x = self.hidden_states(idx, cache)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, V)
         if self.logit_scale != 1.0:
             logits = logits * self.logit_scale
