@@ -105,3 +105,34 @@ def test_harness_reports_external_urls_and_blank_pages(browser: Browser, tmp_pat
     assert check.broken_images == ["https://example.org/plot.png"]
     blank = _check(browser, tmp_path, "blank", "<!DOCTYPE html><title>t</title>")
     assert not blank.screenshot_nonblank and blank.ink_fraction == 0.0
+
+
+@pytest.mark.timeout(900)  # the shared pipeline run may be built by this test's setup
+def test_real_pipeline_report_renders_cleanly(browser: Browser, finished_run: Path,
+                                              tmp_path: Path) -> None:
+    """The report ``lmalloc run`` wrote for the tiny pipeline run, in a real browser."""
+    import optuna
+
+    report = finished_run / "report.html"
+    assert report.is_file()  # the pipeline's report stage wrote it
+    html = report.read_text(encoding="utf-8")
+    figures = sorted(p.stem for p in (finished_run / "plots").glob("*.png"))
+    assert {"ledger", "search_history", "isoflop", "scaling_fit", "training_curves",
+            "predicted_vs_achieved"} <= set(figures)
+    assert "Compression: not run yet." in html and "achieved" in html
+    shot = tmp_path / "real_report.png"
+    check = browser.check(report, shot)
+    assert check.console_errors == []
+    assert check.broken_images == []
+    assert check.n_images == len(figures) == html.count("<img ")
+    assert check.screenshot_nonblank and check.ink_fraction > 0.02, check.ink_fraction
+    from lmalloc.report import run_status
+
+    status = run_status(finished_run)
+    assert all(r["state"] == "done" for r in status["stages"] if r["stage"] != "profile")
+    assert status["plan"] is not None and status["best_trial"] is not None
+    # optuna-dashboard opens the same storage: it must read with Optuna's own API
+    url = f"sqlite:///{finished_run / 'study.db'}"
+    names = [s.study_name for s in optuna.get_all_study_summaries(url)]
+    assert names == ["explore"]
+    assert optuna.load_study(study_name="explore", storage=url).trials

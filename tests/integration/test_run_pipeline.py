@@ -12,33 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
+from _pipeline_run import options as _options  # finished_run: conftest.py
 
 from lmalloc.errors import UserError
-from lmalloc.plan.explore import Recipe
-from lmalloc.plan.pipeline import RunOptions, run_pipeline
+from lmalloc.plan.pipeline import run_pipeline
 from lmalloc.rundir import RunDir
-
-BUDGET = "4e10flops"
-RECIPE = Recipe(seq_len=32, batch_tokens=512, micro_batch=16, eval_tokens=2048, min_params=2e3)
-
-
-def _options(corpus: Path, **kw: object) -> RunOptions:
-    base = {"data": (str(corpus),), "budget": BUDGET, "hardware": "cpu", "vocab_size": 384,
-            "recipe": RECIPE, "bootstrap": 10}
-    return RunOptions(**{**base, **kw})  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("run") / "r"
-    run_pipeline(root, _options(tiny_corpus_dir))
-    return root
 
 
 def test_run_writes_every_stage_and_stays_in_budget(finished_run: Path) -> None:
     run = RunDir(finished_run)
     for name in ("data/data.json", "split.json", "search.json", "ladder.csv", "laws.json",
-                 "plan.json", "final/checkpoint", "eval.json", "summary.json"):
+                 "plan.json", "final/checkpoint", "eval.json", "summary.json", "report.html"):
         assert run.path(name).exists(), name
     spent = run.spent()["flops"]
     assert 0.5 * 4e10 < spent <= 4e10 * 1.02  # explores and trains, inside the budget
@@ -56,7 +40,8 @@ def test_run_writes_every_stage_and_stays_in_budget(finished_run: Path) -> None:
     split = run.manifest()["budget_split"]
     assert 0 < split["explore_fraction"] < 1
     stages = set(run.manifest()["stages"])
-    assert {"split", "search", "ladder", "fit", "plan", "train", "eval", "summary"} <= stages
+    assert {"split", "search", "ladder", "fit", "plan", "train", "eval", "summary",
+            "report"} <= stages
 
 
 def test_rerun_is_a_no_op(finished_run: Path, tiny_corpus_dir: Path) -> None:

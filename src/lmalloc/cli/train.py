@@ -51,16 +51,66 @@ def eval_(
                                               "instead of the val split.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Evaluate at most this many "
                                                    "tokens.")] = None,
+    task: Annotated[list[str] | None, typer.Option(help="A built-in task (sst2, trec, "
+                                                   "multi30k) or a task file (.toml/.jsonl); "
+                                                   "repeatable.")] = None,
+    shots: Annotated[int, typer.Option(help="Few-shot demonstrations per prompt "
+                                       "(0: zero-shot).")] = 0,
+    finetune: Annotated[bool, typer.Option("--finetune", help="Fine-tune on the task's train "
+                                           "split, then evaluate.")] = False,
+    corpus: Annotated[list[str] | None, typer.Option(help="wikitext2, ptb or a text file: "
+                                                     "test-set perplexity; repeatable.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the few-shot draw / fine-tuning.")] = 0,
+    max_examples: Annotated[int | None, typer.Option(help="Use at most this many examples "
+                                                     "per split.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Folder of the data sets (default "
+                                                   "$LMALLOC_SHARED_DATA or ../shared/data)."
+                                                   )] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Perplexity and bits per byte of the run's trained model; merged into eval.json."""
-    from lmalloc.evaluate.perplexity import evaluate_run
-
+    """Perplexity, bits per byte and downstream tasks of the run's model; into eval.json."""
     attach_run_log(run)
-    result = evaluate_run(run, text=text, max_tokens=max_tokens)
-    emit(result, as_json, _render_eval)
+    if not task and not corpus:
+        from lmalloc.evaluate.perplexity import evaluate_run
+
+        emit(evaluate_run(run, text=text, max_tokens=max_tokens), as_json, _render_eval)
+        return
+    from lmalloc.evaluate.suite import evaluate_suite
+
+    corpora = [*(corpus or ()), *([str(text)] if text else [])]  # --text joins the corpora
+    result = evaluate_suite(run, task or (), corpora, shots=shots, finetune=finetune,
+                            seed=seed, max_examples=max_examples, max_tokens=max_tokens,
+                            data_root=data_root)
+    emit(result, as_json, _render_suite)
 
 
 def _render_eval(r: dict[str, Any]) -> None:
     console.print(f"loss {r['loss']:.4f} nats/token, perplexity {r['perplexity']:.2f}, "
                   f"{r['bpb']:.4f} bits/byte over {r['tokens']:,} tokens ({r['source']})")
+
+
+def _render_suite(r: dict[str, Any]) -> None:
+    for name, modes in r["tasks"].items():
+        for mode, m in modes.items():
+            # zero/few-shot results are flat; fine-tuning reports {"metrics": {split: ...}}
+            per_split = m.get("metrics") or {m.get("split", "?"): m}
+            for split, s in per_split.items():
+                console.print(f"[bold]{name}[/] {mode} on {split} ({s.get('n', '?')} "
+                              f"examples): {_metric_line(s)}", highlight=False)
+    for p in r["perplexity"].values():
+        _render_eval(p)
+
+
+def _metric_line(m: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    if "accuracy" in m:
+        base = m.get("majority", {}).get("accuracy")
+        extra = f" (majority {base:.4f})" if base is not None else ""
+        return f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}{extra}"
+    if "acc_norm" in m:
+        return f"acc {m['acc']:.4f}, acc_norm {m['acc_norm']:.4f}"
+    if "bleu" in m:
+        return (f"BLEU {m['bleu']:.2f} ({escape(m['signature'])}), ROUGE-1/2/L "
+                f"{m['rouge1']:.4f}/{m['rouge2']:.4f}/{m['rougeL']:.4f}")
+    return ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float))

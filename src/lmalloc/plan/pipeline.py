@@ -28,7 +28,7 @@ from lmalloc.rundir import RunDir, atomic_write_json, read_json
 
 DEFAULT_BUDGET = "15m"
 STAGES = ("prepare", "profile", "split", "search", "ladder", "fit", "plan", "train", "eval",
-          "summary")
+          "summary", "report")
 PROFILE_JSON = "hardware.json"
 SPLIT_JSON = "split.json"
 SEARCH_JSON = "search.json"
@@ -370,6 +370,25 @@ class Pipeline:
         }
         atomic_write_json(self.run_dir.path(SUMMARY_JSON), summary)
         self.run_dir.record_stage("summary", out=SUMMARY_JSON)
+
+    def _report(self) -> None:
+        """report.html; a failure here must not lose the run: it is logged in the manifest
+        (``report_error``) and warned about, and the next rerun (or ``lmalloc report``) tries
+        again."""
+        from lmalloc.report.build import build_report
+
+        try:
+            path = build_report(self.run_dir.root)
+        except Exception as e:  # noqa: BLE001 - the trained model matters more than its report
+            self.run_dir.update_manifest(report_error=f"{type(e).__name__}: {e}")
+            self.say(f"[yellow]warning:[/] the report could not be built ({type(e).__name__}: "
+                     f"{e}); the run is complete: retry with `lmalloc report "
+                     f"{self.run_dir.root}`")
+            return
+        if self.run_dir.manifest().get("report_error"):
+            self.run_dir.update_manifest(report_error=None)  # an earlier failure, now fixed
+        self.run_dir.record_stage("report", out=path.name)
+        self.say(f"report: {path}")
 
 
 EXPONENT_RANGE = (0.02, 2.0)  # published fits: 0.07-0.7; outside, a term has vanished

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from lmalloc.cli.app import register
 from lmalloc.errors import UserError
 from lmalloc.model.config import GPTConfig
 from lmalloc.model.gpt import GPT
 from lmalloc.model.io import load_model, save_model
+from lmalloc.testing.cli import invoke
 
 
 def _tokenizer(path: Path) -> None:
@@ -41,16 +40,6 @@ def run(tmp_path: Path) -> Path:
                     tie_embeddings=False, init_std=0.3)
     save_model(GPT(cfg), root / "final", extra={"train": {"lr": 1e-3}})
     return root
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    """Run in process; a UserError counts as exit 2 (what ``main`` turns it into)."""
-    result = CliRunner().invoke(register(), list(args))
-    if isinstance(result.exception, UserError):
-        return result.exception.exit_code, str(result.exception)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def test_load_model_round_trip(run: Path) -> None:

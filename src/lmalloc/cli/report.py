@@ -1,0 +1,68 @@
+"""``lmalloc report RUN`` (the HTML report and its figures) and ``lmalloc status RUN``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lmalloc.cli.app import app
+from lmalloc.cli.logs import attach_run_log
+from lmalloc.cli.output import JsonFlag, console, emit
+
+RunArg = Annotated[Path, typer.Argument(help="The run directory (what `lmalloc run --run` "
+                                        "wrote); finished or not.")]
+
+
+@app.command()
+def report(run: RunArg, as_json: JsonFlag = False) -> None:
+    """Write RUN/report.html (figures embedded; opens from disk) and RUN/plots/."""
+    from lmalloc.report.build import build_report_detailed
+
+    attach_run_log(run)
+    path, plots = build_report_detailed(run)
+    result = {"report": str(path),
+              "figures": {k: None if v is None else {"png": str(v.png), "svg": str(v.svg)}
+                          for k, v in plots.items()}}
+    emit(result, as_json, _render_report)
+
+
+def _render_report(r: dict[str, Any]) -> None:
+    console.print(f"[bold]report[/] → {r['report']}")
+    for name, f in r["figures"].items():
+        console.print(f"  {name:<22} {f['png'] if f else '[dim]not run yet[/]'}")
+
+
+@app.command()
+def status(run: RunArg, as_json: JsonFlag = False) -> None:
+    """Stages (done / running / not run), budget spent and left, best trial, the plan."""
+    from lmalloc.report.artifacts import run_status
+
+    emit(run_status(run), as_json, _render_status)
+
+
+def _render_status(s: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run {s['run']}")
+    for col in ("stage", "state", "seconds", "FLOPs"):
+        table.add_column(col, justify="right" if col in ("seconds", "FLOPs") else "left")
+    style = {"done": "green", "running": "yellow", "not run": "dim"}
+    for row in s["stages"]:
+        table.add_row(row["stage"], f"[{style[row['state']]}]{row['state']}[/]",
+                      f"{row['seconds']:.1f}", f"{row['flops']:.3g}")
+    console.print(table)
+    b = s["budget"]
+    if b:
+        console.print(f"[bold]budget[/] {b['text']}: spent {b['spent']:.4g} of {b['total']:.4g} "
+                      f"{b['unit']} ({b['spent'] / b['total']:.0%}), left {b['left']:.4g}")
+    if s["best_trial"]:
+        t = s["best_trial"]
+        console.print(f"[bold]best trial[/] #{t['number']}: {t['value']:.4g} with {t['params']}")
+    if s["plan"]:
+        p = s["plan"]
+        console.print(f"[bold]plan[/] {p['N']:,} parameters, {p['D']:,} tokens; predicted loss "
+                      f"{p['loss']['value']:.4f} [{p['loss']['low']:.4f}, "
+                      f"{p['loss']['high']:.4f}]")
+    console.print(f"[bold]summary[/] {s['summary']}")

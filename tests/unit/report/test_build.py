@@ -1,0 +1,137 @@
+"""report.html from a run directory: the summary, a section per stage, notes for what is missing;
+``lmalloc report`` / ``lmalloc status``; the pipeline's report stage never loses a run."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lmalloc.errors import UserError
+from lmalloc.report.artifacts import load_run, run_status
+from lmalloc.report.build import build_report, summary_text
+
+pytest.importorskip("matplotlib")
+
+SECTIONS = ("budget", "prepare", "search", "scaling", "plan", "final", "evaluation",
+            "compression")
+
+
+def _html(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def built(finished: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The finished synthetic run with its report built once (building takes seconds)."""
+    root = tmp_path_factory.mktemp("built") / "r"
+    shutil.copytree(finished, root)
+    build_report(root)
+    return root
+
+
+def test_finished_run_report(built: Path) -> None:
+    root = built
+    path, plots = root / "report.html", {p.stem: p for p in (root / "plots").glob("*.png")}
+    assert path == root / "report.html"
+    html = _html(path)
+    for sec in SECTIONS:
+        assert f'<section id="{sec}">' in html
+    assert len(plots) == 7 and "compression" not in plots  # compression: not built yet
+    assert html.count("<img ") == 7
+    assert all(p.with_suffix(".svg").is_file() for p in plots.values())
+    summary = re.search(r'<p class="summary">(.*?)</p>', html, re.S)
+    assert summary is not None
+    text = summary.group(1)
+    assert "400k-parameter model on 6M tokens" in text and "achieved 3.45" in text
+    assert "inside the interval" in text and "1 × local (cpu)" in text
+    assert "sst2.accuracy" in html and "0.71" in html  # eval.json's tasks, generically
+    assert "Compression: not run yet." in html
+    assert "optuna-dashboard sqlite:///" in html
+
+
+def test_half_finished_run_reports_what_exists(run_factory: Callable[..., Path]) -> None:
+    html = _html(build_report(run_factory("split")))
+    for missing in ("Final training", "Evaluation", "Scaling-law fit", "Scaling ladder",
+                    "Plan", "Compression"):
+        assert f"{missing}: not run yet." in html
+    assert "No plan yet" in html and html.count("<img ") == 1  # the ledger
+
+
+def test_summary_of_a_planned_untrained_run(run_factory: Callable[..., Path]) -> None:
+    text = summary_text(load_run(run_factory("plan")))
+    assert text.startswith("Train a 400k-parameter model on 6M tokens: planned at 10 min")
+    assert "not trained yet" in text and "Budget: 2e13flops" in text
+
+
+def test_corrupt_json_is_a_user_error(finished: Path, tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    shutil.copytree(finished, root)
+    (root / "summary.json").write_text("{")
+    with pytest.raises(UserError, match=r"summary\.json"):
+        build_report(root)
+    assert not (root / "report.html").exists()
+
+
+def test_status_of_a_running_run(run_factory: Callable[..., Path]) -> None:
+    root = run_factory("search")
+    m = json.loads((root / "manifest.json").read_text())
+    del m["stages"]["search"]  # charged trials, not finished: running or interrupted
+    (root / "manifest.json").write_text(json.dumps(m))
+    s = run_status(root)
+    states = {r["stage"]: r["state"] for r in s["stages"]}
+    assert states["prepare"] == "done" and states["search"] == "running"
+    assert states["train"] == "not run" and states["report"] == "not run"
+    assert s["budget"]["spent"] == pytest.approx(4e11)
+    assert s["budget"]["left"] == pytest.approx(2e13 - 4e11)
+    assert s["plan"] is None and s["best_trial"]["params"] == {"lr": 0.01}
+
+
+def test_cli_report_and_status_json(built: Path, run_factory: Callable[..., Path]) -> None:
+    from lmalloc.cli import register
+
+    early = run_factory("split")  # few figures: fast
+    res = CliRunner().invoke(register(), ["report", str(early), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert Path(doc["report"]).is_file() and doc["figures"]["compression"] is None
+    assert Path(doc["figures"]["ledger"]["png"]).is_file()
+    res = CliRunner().invoke(register(), ["report", str(early)])
+    assert res.exit_code == 0 and "not run yet" in res.stdout
+    root = built
+    res = CliRunner().invoke(register(), ["status", str(root), "--json"])
+    assert res.exit_code == 0, res.output
+    st = json.loads(res.stdout)
+    assert {r["stage"]: r["state"] for r in st["stages"]}["train"] == "done"
+    assert st["plan"]["N"] == 4e5
+    res = CliRunner().invoke(register(), ["status", str(root)])
+    assert res.exit_code == 0 and "budget" in res.stdout and "done" in res.stdout
+    res = CliRunner().invoke(register(), ["status", str(root.parent / "nope")])
+    assert isinstance(res.exception, UserError)
+
+
+def test_pipeline_report_failure_keeps_the_run(run_factory: Callable[..., Path],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmalloc.plan.pipeline import Pipeline, RunOptions
+
+    root = run_factory("split")
+
+    def broken(_run: object) -> Path:
+        raise RuntimeError("font cache exploded")
+
+    monkeypatch.setattr("lmalloc.report.build.build_report", broken)
+    said: list[str] = []
+    Pipeline(root, RunOptions(), say=said.append)._report()
+    m = json.loads((root / "manifest.json").read_text())
+    assert "report" not in m["stages"]  # a rerun tries again
+    assert "font cache exploded" in m["report_error"]
+    assert said and said[0].startswith("[yellow]warning:[/]")
+    monkeypatch.undo()
+    Pipeline(root, RunOptions(), say=said.append)._report()
+    m = json.loads((root / "manifest.json").read_text())
+    assert m["stages"]["report"]["out"] == "report.html" and m["report_error"] is None
