@@ -124,11 +124,15 @@ def load_study(s: SearchSettings, worker: int = 0) -> optuna.Study:
     pruned = {"pruned": s.pruner != "none"} if s.strategy == "auto" else {}
     sampler = make_sampler(s.strategy, space, seed=s.seed + worker, **pruned)
     directions = [StudyDirection.MINIMIZE] * (2 if s.second_objective else 1)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=s.study_name, storage=open_storage(storage_url(s.run_dir, s.storage)),
         sampler=sampler, pruner=make_pruner(s.pruner, s.base_train.get("max_tokens")),
         directions=directions, load_if_exists=True,
     )
+    if "strategy" not in study.user_attrs:  # what the report labels the study's history with
+        chosen = type(sampler).__name__
+        study.set_user_attr("strategy", s.strategy if s.strategy != "auto" else f"auto={chosen}")
+    return study
 
 
 @contextlib.contextmanager

@@ -94,6 +94,8 @@ def test_search_study_passes_its_pruner_to_auto(tmp_path) -> None:  # type: igno
 
     base = {"run_dir": str(tmp_path), "space": SPACE.to_dict(), "base_model": {},
             "base_train": {"max_tokens": 1000}}
-    assert isinstance(load_study(SearchSettings(**base)).sampler, PolicyGradientSampler)
+    study = load_study(SearchSettings(**base))
+    assert isinstance(study.sampler, PolicyGradientSampler)
+    assert study.user_attrs["strategy"] == "auto=PolicyGradientSampler"  # the report's label
     s = SearchSettings(**base, pruner="none")
     assert isinstance(load_study(s).sampler, optuna.samplers.GPSampler)
