@@ -121,6 +121,9 @@ def adopt_optuna() -> None:
     _undo.append(optuna.logging.enable_default_handler)
     _adopted.append("optuna")
     logger = logging.getLogger("optuna")
+    before = logger.level  # whatever verbosity someone set: our handlers filter, not Optuna
+    logger.setLevel(logging.DEBUG)
+    _undo.append(lambda: logger.setLevel(before))
     for handler in dict.fromkeys(h for _, h in _handlers):
         logger.addHandler(handler)
         _handlers.append((logger, handler))
