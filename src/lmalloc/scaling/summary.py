@@ -47,6 +47,9 @@ class FitSummary:
         return out
 
 
+MAX_BOOTSTRAP = 100_000
+
+
 def fit_runs(
     runs: str | os.PathLike[str] | RunsTable,
     *,
@@ -67,6 +70,10 @@ def fit_runs(
     """
     if method not in METHODS:
         raise invalid("method", method, f"one of {list(METHODS)}")
+    if not 0 <= bootstrap <= MAX_BOOTSTRAP:  # numpy would fail (or run for days) beyond
+        raise invalid("bootstrap", bootstrap, f"0 to {MAX_BOOTSTRAP} resamples (200-500 typical)")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise invalid("seed", seed, "an integer from 0 to 2**63 - 1")
     table = runs if isinstance(runs, RunsTable) else read_runs(runs)
     k = flops_per_token_per_param
     common: dict[str, Any] = {"bootstrap": bootstrap, "level": level, "seed": seed}

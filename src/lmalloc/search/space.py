@@ -101,7 +101,8 @@ class Param:
         else:
             lo, hi = self.low, self.high
             ok = isinstance(lo, int | float) and isinstance(hi, int | float)
-            bad = [v for v in self.grid if not ok or not lo <= v <= hi]
+            bad = [v for v in self.grid if not ok or not isinstance(v, int | float)
+                   or isinstance(v, bool) or not lo <= v <= hi]
         if bad:
             raise invalid(f"{where}.grid", bad[0], "values inside the parameter's range/choices")
 
@@ -120,7 +121,7 @@ class Param:
         if self.step is not None:
             if self.log:
                 raise invalid(f"{where}.step", self.step, "no step when log = true")
-            if not self.step > 0:
+            if not isinstance(self.step, int | float) or not self.step > 0:
                 raise invalid(f"{where}.step", self.step, "a positive number")
             n = (self.high - self.low) / self.step
             if abs(n - round(n)) > 1e-9 * max(1.0, n):
@@ -186,7 +187,10 @@ def _param_from_dict(name: str, spec: Any) -> Param:
     when = spec.get("when", {})
     if not isinstance(when, Mapping):
         raise invalid(f"params.{name}.when", when, 'a table such as {schedule = "wsd"}')
-    grid = spec.get("grid")
+    grid, choices = spec.get("grid"), spec.get("choices", ())
+    for key, value in (("grid", grid), ("choices", choices)):
+        if value is not None and not isinstance(value, list | tuple):
+            raise invalid(f"params.{name}.{key}", value, "a list of values")
     return Param(
         name=name,
         type=spec["type"],
@@ -194,7 +198,7 @@ def _param_from_dict(name: str, spec: Any) -> Param:
         high=spec.get("high"),
         log=bool(spec.get("log", False)),
         step=spec.get("step"),
-        choices=tuple(spec.get("choices", ())),
+        choices=tuple(choices or ()),
         when={k: _choices_tuple(v) for k, v in when.items()},
         grid=None if grid is None else tuple(grid),
     )
@@ -255,7 +259,7 @@ class SearchSpace:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(f"search space file not found: {path}") from None
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"search space file {path} is not valid TOML: {e}") from None
         return cls.from_dict(data)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file, save_model
 from safetensors.torch import load_model as st_load_model
 from torch import nn
@@ -125,14 +125,23 @@ def has_checkpoint(path: str | Path) -> bool:
     return (p / STATE_FILE).exists() and (p / MODEL_FILE).exists()
 
 
+def _unreadable(file: Path, e: Exception) -> UserError:
+    return UserError(f"{file} is not a readable safetensors file ({e}): it is truncated, "
+                     "altered or not an lmalloc checkpoint; delete the checkpoint folder and "
+                     "rerun the stage that writes it")
+
+
 def check_shapes(path: str | Path, model: nn.Module) -> None:
     """Raise :class:`UserError` when the checkpoint's tensors do not fit ``model``."""
     file = Path(path) / MODEL_FILE
     if not file.exists():
         raise UserError(f"no weights at {file}: not a checkpoint folder")
     expected = {k: tuple(v.shape) for k, v in unwrap(model).state_dict().items()}
-    with safe_open(str(file), framework="pt") as f:
-        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as e:
+        raise _unreadable(file, e) from None
     for name, shape in stored.items():
         if name in expected and expected[name] != shape:
             raise UserError(
@@ -146,8 +155,11 @@ def check_shapes(path: str | Path, model: nn.Module) -> None:
 def load_weights(path: str | Path, model: nn.Module) -> None:
     """Load ``model.safetensors`` into ``model`` (shape-checked)."""
     check_shapes(path, model)
-    missing, unexpected = st_load_model(unwrap(model), str(Path(path) / MODEL_FILE),
-                                        strict=False)
+    try:
+        missing, unexpected = st_load_model(unwrap(model), str(Path(path) / MODEL_FILE),
+                                            strict=False)
+    except (SafetensorError, OSError) as e:
+        raise _unreadable(Path(path) / MODEL_FILE, e) from None
     if unexpected or missing:
         raise UserError(f"checkpoint {path} does not match the model: missing {missing}, "
                         f"unexpected {unexpected}")
@@ -160,7 +172,10 @@ def load_checkpoint(path: str | Path, model: nn.Module,
     state = read_state(path)
     load_weights(path, model)
     if optimizer is not None and "optimizer" in state:
-        tensors = load_file(str(Path(path) / OPTIM_FILE))
+        try:
+            tensors = load_file(str(Path(path) / OPTIM_FILE))
+        except (SafetensorError, OSError) as e:
+            raise _unreadable(Path(path) / OPTIM_FILE, e) from None
         sd = _join_optimizer(tensors, state["optimizer"])
         try:
             optimizer.load_state_dict(sd)

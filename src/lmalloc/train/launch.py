@@ -24,6 +24,7 @@ def resolve_settings(run: RunDir, recipe: str | Path | None) -> tuple[dict[str, 
         return model_kw, train, str(recipe)
     plan_path = run.root / "plan.json"
     if plan_path.exists():
+        run.verify_artifact("plan.json")  # an altered plan must not be trained silently
         plan = read_json(plan_path, "plan")
         if isinstance(plan.get("model"), dict) and isinstance(plan.get("train"), dict):
             model_kw = {k: v for k, v in plan["model"].items() if k != "vocab_size"}

@@ -1,0 +1,147 @@
+"""Untrusted files: nothing read back from disk is unpickled, a checkpoint holding a pickle
+payload is refused with a UserError (and the payload never runs), and paths recorded in run
+artifacts cannot escape the run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmalloc.errors import UserError
+from lmalloc.rundir import RunDir, atomic_write_json, safe_join
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "lmalloc"
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: proof that a loader ran attacker code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def _tiny():
+    from lmalloc.model import GPTConfig
+    from lmalloc.model.gpt import GPT
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, n_layer=1, n_head=2, d_model=16, seq_len=8))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, 32, (2, 8))
+    _, loss = model(x, x)
+    loss.backward()
+    opt.step()
+    return model, opt
+
+
+def _pickle_bomb(path: Path, marker: Path) -> None:
+    torch.save({"state": _Payload(marker), "weights": torch.zeros(2)}, path)
+
+
+def test_no_loader_in_the_library_can_unpickle():
+    offenders = []
+    for py in SRC.rglob("*.py"):
+        text = py.read_text(encoding="utf-8")
+        for m in re.finditer(r"torch\.load\([^)]*\)", text):
+            if "weights_only=True" not in m.group(0):
+                offenders.append(f"{py}: {m.group(0)}")
+        for pat in (r"^\s*import pickle", r"^\s*from pickle", r"pickle\.loads?\(",
+                    r"allow_pickle\s*=\s*True", r"import dill", r"joblib\.load"):
+            if re.search(pat, text, re.M):
+                offenders.append(f"{py}: {pat}")
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize("target", ["optimizer.safetensors", "model.safetensors"])
+def test_checkpoint_with_pickle_payload_is_refused(tmp_path, target):
+    from lmalloc.train.checkpoint import load_checkpoint, save_checkpoint
+
+    model, opt = _tiny()
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, opt, {"step": 1})
+    marker = tmp_path / "PWNED"
+    _pickle_bomb(ckpt / target, marker)
+    fresh, fresh_opt = _tiny()
+    with pytest.raises(UserError, match=re.escape(target)):
+        load_checkpoint(ckpt, fresh, fresh_opt)
+    assert not marker.exists(), "the pickle payload ran"
+
+
+def test_run_model_with_pickle_weights_is_refused(tmp_path):
+    from lmalloc.model.io import WEIGHTS, load_model, model_dir, save_model
+
+    model, _ = _tiny()
+    save_model(model, tmp_path / "final")
+    weights = model_dir(tmp_path / "final") / WEIGHTS
+    marker = tmp_path / "PWNED"
+    _pickle_bomb(weights, marker)
+    with pytest.raises(UserError, match="safetensors"):
+        load_model(tmp_path / "final")
+    assert not marker.exists()
+
+
+def test_checkpoint_state_json_cannot_smuggle_a_pickle(tmp_path):
+    """state.json is JSON: a pickle there is just a corrupt file (UserError), never unpickled."""
+    from lmalloc.train.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
+
+    model, opt = _tiny()
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, opt, {"step": 1})
+    marker = tmp_path / "PWNED"
+    _pickle_bomb(ckpt / STATE_FILE, marker)
+    with pytest.raises(UserError, match="corrupt"):
+        load_checkpoint(ckpt, *_tiny())
+    assert not marker.exists()
+
+
+# -- paths cannot escape the run directory ---------------------------------------------------
+@pytest.mark.parametrize("rel", ["../x", "../../etc/passwd", "/etc/passwd", "a/../../x",
+                                 "data/../../outside"])
+def test_safe_join_refuses_escapes(tmp_path, rel):
+    with pytest.raises(UserError, match="escapes"):
+        safe_join(tmp_path / "run", rel)
+
+
+def test_safe_join_refuses_symlink_out(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "link").symlink_to(tmp_path)
+    with pytest.raises(UserError, match="escapes"):
+        safe_join(run, "link/secret")
+    assert safe_join(run, "data/x") == (run / "data" / "x").resolve()
+
+
+@pytest.mark.parametrize("rel", ["../secret", "/etc/hostname"])
+def test_manifest_artifact_paths_cannot_escape(tmp_path, rel):
+    run = RunDir(tmp_path / "run")
+    (tmp_path / "secret").write_text("x")
+    atomic_write_json(run.manifest_path, {"stages": {}, "ledger": [],
+                                          "artifacts": {rel: "0" * 64}})
+    with pytest.raises(UserError, match="escapes"):
+        run.verify_artifact(rel)
+    with pytest.raises(UserError, match="escapes"):
+        run.record_artifact(rel)
+
+
+def test_shard_paths_in_data_json_cannot_escape(tmp_path):
+    import numpy as np
+
+    from lmalloc.data.shards import DATA_JSON, TokenData, write_token_splits
+
+    data = tmp_path / "run" / "data"
+    arr = np.arange(64, dtype=np.uint16) % 30
+    write_token_splits(data, {"train": [arr], "val": [arr]}, vocab_size=32, eot_id=31,
+                       split_bytes={"train": 64, "val": 64})
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(arr.tobytes())
+    meta = json.loads((data / DATA_JSON).read_text())
+    meta["splits"]["train"]["shards"][0]["path"] = "../../outside.bin"
+    (data / DATA_JSON).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="escapes"):
+        TokenData(data).split("train")
