@@ -27,6 +27,9 @@ from lmalloc.plan.explore import LADDER_CSV, Recipe
 from lmalloc.rundir import RunDir, atomic_write_json, read_json
 
 DEFAULT_BUDGET = "15m"
+LADDER_FLOOR_HALVINGS = 2
+"""When the budget cannot pay for a ladder of ``Recipe.min_params``-sized models (a slow or
+busy machine), the split halves that floor up to this many times before giving up."""
 STAGES = ("prepare", "profile", "split", "search", "ladder", "fit", "plan", "train", "eval",
           "summary", "report")
 PROFILE_JSON = "hardware.json"
@@ -190,7 +193,7 @@ class Pipeline:
     # -- stages -------------------------------------------------------------------------------
     def _split(self) -> None:
         from lmalloc.plan.planner import cost_function, tokens_within
-        from lmalloc.plan.split import choose_split
+        from lmalloc.plan.split import choose_split_lowering_floor
 
         cost = self._cost()
         flops_cost = cost_function("flops", self.hw, self.recipe)
@@ -205,11 +208,16 @@ class Pipeline:
             cfg = shape_for(1e6, vocab_size=self.vocab, seq_len=self.recipe.seq_len)
             return flops_cost(cfg, tokens_within(cfg, amount, cost, self.recipe.batch_tokens))
 
-        split = choose_split(self.left(), cost, final_flops, self.vocab, self.recipe.seq_len,
-                             self.recipe.batch_tokens, min_params=self.recipe.min_params,
-                             cooldown_frac=self.recipe.cooldown_frac)
+        split, floor = choose_split_lowering_floor(
+            self.left(), cost, final_flops, self.vocab, self.recipe.seq_len,
+            self.recipe.batch_tokens, min_params=self.recipe.min_params,
+            halvings=LADDER_FLOOR_HALVINGS, cooldown_frac=self.recipe.cooldown_frac)
+        if floor < self.recipe.min_params:
+            self.say(f"[yellow]warning:[/] on this machine the budget leaves no room for a "
+                     f"ladder of models of >= {self.recipe.min_params:.3g} parameters; the "
+                     f"ladder starts at {floor:.3g} instead (a larger budget gives a better fit)")
         doc = {**split.to_dict(), "unit": self.unit, "total": self.total,
-               "spent_before": self.spent()}
+               "spent_before": self.spent(), "min_params": floor}
         atomic_write_json(self.run_dir.path(SPLIT_JSON), doc)
         self.run_dir.update_manifest(budget_split={
             "unit": self.unit, "total": self.total, "explore_fraction": split.explore_fraction,
@@ -265,7 +273,8 @@ class Pipeline:
             try:
                 ladder = design_ladder(budget, self._cost(), planned.target_flops, self.vocab,
                                        self.recipe.seq_len, self.recipe.batch_tokens,
-                                       min_params=self.recipe.min_params,
+                                       min_params=float(split.get("min_params",
+                                                                  self.recipe.min_params)),
                                        cooldown_frac=self.recipe.cooldown_frac)
             except LadderBudgetError as e:  # slower than profiled: keep the split's design
                 self.say(f"[yellow]warning:[/] {e}; keeping the split's ladder design")

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from lmalloc.errors import UserError, invalid
+from lmalloc.errors import invalid
 from lmalloc.plan.ladder import (
     CostFn,
     Ladder,
@@ -122,7 +122,8 @@ def choose_split(
         **ladder_kw: passed to :func:`~lmalloc.plan.ladder.design_ladder`.
 
     Raises:
-        UserError: a bad argument, or no fraction leaves room for a ladder.
+        UserError: a bad argument; LadderBudgetError (a UserError): no fraction leaves
+            room for a ladder (``needed``: the whole budget it would take).
     """
     _check(budget, fractions, search_share)
     params = law_params(law)
@@ -151,14 +152,33 @@ def choose_split(
     if best is None:
         f_max = max(fractions)
         need = rows[-1]["ladder_needs"] / ((1 - search_share) * f_max)
-        raise UserError(
+        raise LadderBudgetError(
             f"budget too small for exploration plus a final run: {budget:.3g} given, but even "
             f"at explore fraction {f_max} the scaling ladder gets "
             f"{(1 - search_share) * f_max * budget:.3g} and needs "
-            f"{rows[-1]['ladder_needs']:.3g}; the whole budget needs at least {need:.3g}")
+            f"{rows[-1]['ladder_needs']:.3g}; the whole budget needs at least {need:.3g}", need)
     f, expected, lad, C_final = best
     return Split(explore_fraction=f, search_budget=search_share * f * budget,
                  ladder_budget=(1 - search_share) * f * budget,
                  final_budget=(1 - f) * budget, final_flops=C_final, expected_loss=expected,
                  ladder=lad, table=rows)
 
+
+
+def choose_split_lowering_floor(
+    budget: float, cost_fn: CostFn, final_flops: Callable[[float], float], vocab_size: int,
+    seq_len: int, batch_tokens: int, *, min_params: float, halvings: int = 2, **kw: Any,
+) -> tuple[Split, float]:
+    """:func:`choose_split`, halving the ladder's smallest model size ``min_params`` up to
+    ``halvings`` times when the budget cannot pay for a ladder above it (a slow or busy
+    machine under a time budget); returns the split and the floor it used."""
+    floor = min_params
+    for attempt in range(halvings + 1):
+        try:
+            return choose_split(budget, cost_fn, final_flops, vocab_size, seq_len, batch_tokens,
+                                min_params=floor, **kw), floor
+        except LadderBudgetError:
+            if attempt == halvings:
+                raise
+            floor /= 2
+    raise AssertionError("unreachable")

@@ -95,3 +95,27 @@ def test_too_small_budget_says_what_it_needs() -> None:
 def test_bad_arguments_are_user_errors(kw: dict[str, object]) -> None:
     with pytest.raises(UserError):
         choose_split(1e15, flops_cost, lambda b: b, VOCAB, SEQ, BATCH, **kw)  # type: ignore[arg-type]
+
+
+def test_a_too_tight_budget_lowers_the_ladder_floor_before_failing() -> None:
+    """A budget just short of a ladder of >= 1e5-parameter models gets one of >= 5e4 (what
+    keeps the default `lmalloc run` alive on a slow or busy machine); far too small still fails
+    with the whole budget it would take."""
+    from lmalloc.plan.ladder import LadderBudgetError
+    from lmalloc.plan.split import choose_split_lowering_floor
+
+    def run(budget: float, halvings: int) -> tuple[Split, float]:
+        return choose_split_lowering_floor(
+            budget, flops_cost, lambda b: b, VOCAB, SEQ, BATCH,  # type: ignore[arg-type]
+            fractions=FRACTIONS, min_params=1e5, halvings=halvings)
+
+    with pytest.raises(LadderBudgetError) as exc:
+        run(1e10, halvings=0)
+    need = exc.value.needed  # the whole budget a 1e5 floor takes
+    sp, floor = run(0.9 * need, halvings=2)
+    assert floor < 1e5 and sp.ladder.total_cost <= sp.ladder_budget
+    assert min(r.N for r in sp.ladder.runs) >= floor
+    _, floor_ok = run(1.05 * need, halvings=2)
+    assert floor_ok == 1e5  # no lowering when the default floor fits
+    with pytest.raises(LadderBudgetError):
+        run(1e6, halvings=2)
