@@ -40,7 +40,7 @@ app = typer.Typer(
 
 # The registry: one module per stage, in pipeline order.
 COMMAND_MODULES: tuple[str, ...] = ("prepare", "train", "cost", "search", "fit", "model",
-                                     "plan", "report")
+                                     "plan", "compress", "report")
 
 _registered = False
 
