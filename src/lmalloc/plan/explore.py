@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ def search_space(lr: float) -> dict[str, Any]:
 
 def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budget: float,
                      unit: str, trial_tokens: int, strategy: str = "auto",
-                     hardware: str | None = None) -> dict[str, Any]:
+                     hardware: str | None = None,
+                     on_poll: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Tune lr and warmup on the μP proxy until ``budget`` (``unit``: flops or seconds) is
     spent; returns the search summary with ``best_params``."""
     from lmalloc.search.study import SearchSettings, run_search
@@ -95,7 +97,7 @@ def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budg
     from lmalloc.model.config import GPTConfig
 
     s.trial_flops = train_flops_per_token(GPTConfig.from_dict(proxy)) * trial_tokens
-    summary = run_search(s)
+    summary = run_search(s, on_poll=on_poll)
     best = summary.get("best") or []
     summary["best_params"] = (best[0]["params"] if best
                               else {"lr": recipe.lr, "warmup": recipe.warmup})
@@ -153,7 +155,7 @@ def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, train: dict[str, Any],
 def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
                      warmup: float, mup_base_width: int, cost: CostFn,
                      budget: float | None = None, unit: str = "seconds",
-                     ) -> list[dict[str, Any]]:
+                     on_size: Callable[[], None] | None = None) -> list[dict[str, Any]]:
     """Train every ladder size and branch (smallest first); write ``ladder.csv``; return its
     rows. With ``budget``: once three sizes are done (enough for the fit), a size that would
     start after the ladder has already spent ``budget`` (in ``unit``) is skipped, so a
@@ -166,6 +168,8 @@ def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
                 continue
         model = {**lr_run.model, "mup_base_width": mup_base_width}
         rows.extend(_ladder_size(run, i, replace(lr_run, model=model), train, cost))
+        if on_size is not None:
+            on_size()
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=LADDER_COLUMNS, lineterminator="\n")
     w.writeheader()

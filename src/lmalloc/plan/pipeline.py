@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lmalloc.errors import UserError
+from lmalloc.plan.budget_bar import BudgetBar
 from lmalloc.plan.explore import LADDER_CSV, Recipe
 from lmalloc.rundir import RunDir, atomic_write_json, read_json
 
@@ -248,10 +249,11 @@ class Pipeline:
         cfg = GPTConfig.from_dict(proxy)
         trial_tokens = max(4 * self.recipe.batch_tokens, tokens_within(
             cfg, budget / 8, self._cost(self.recipe.evals_per_run), self.recipe.batch_tokens))
-        summary = run_search_stage(
-            self.run_dir, proxy, self.recipe, budget=budget, unit=self.unit,
-            trial_tokens=trial_tokens, hardware=str(self.run_dir.path(PROFILE_JSON))
-            if self.opt.hardware is None else self.opt.hardware)
+        with BudgetBar(self.run_dir, "search", budget, self.unit, self.progress) as bar:
+            summary = run_search_stage(
+                self.run_dir, proxy, self.recipe, budget=budget, unit=self.unit,
+                trial_tokens=trial_tokens, hardware=str(self.run_dir.path(PROFILE_JSON))
+                if self.opt.hardware is None else self.opt.hardware, on_poll=bar.update)
         summary["proxy"] = proxy
         summary["trial_tokens"] = trial_tokens
         atomic_write_json(self.run_dir.path(SEARCH_JSON), summary)
@@ -281,11 +283,12 @@ class Pipeline:
                 ladder = planned
             atomic_write_json(ladder_path, ladder.to_dict())
         params = best["best_params"]
-        rows = run_ladder_stage(self.run_dir, ladder, self.recipe, lr=float(params["lr"]),
-                                warmup=float(params.get("warmup", self.recipe.warmup)),
-                                mup_base_width=int(best["proxy"]["d_model"]),
-                                cost=self._cost(calibrated=False), budget=budget,
-                                unit=self.unit)
+        with BudgetBar(self.run_dir, "ladder", budget, self.unit, self.progress) as bar:
+            rows = run_ladder_stage(self.run_dir, ladder, self.recipe, lr=float(params["lr"]),
+                                    warmup=float(params.get("warmup", self.recipe.warmup)),
+                                    mup_base_width=int(best["proxy"]["d_model"]),
+                                    cost=self._cost(calibrated=False), budget=budget,
+                                    unit=self.unit, on_size=bar.update)
         self.run_dir.record_stage("ladder", out=LADDER_CSV, points=len(rows),
                                   time_scale=self.time_scale())
 
