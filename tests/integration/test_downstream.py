@@ -106,7 +106,7 @@ def test_bad_input_is_a_user_error(tmp_path: Path) -> None:
                  splits={"train": [], "dev": [Example("t1", label="a")]})
     with pytest.raises(UserError, match="no train examples"):
         finetune_task(run, empty)
-    with pytest.raises(UserError, match="data.json"):
+    with pytest.raises(UserError, match="nowhere does not exist"):  # names the missing run
         finetune_task(tmp_path / "nowhere", empty.__class__(
             name="e", kind="classification", template="{text}", labels=("a",),
             splits={"train": [Example("t1", label="a")], "dev": [Example("t1", label="a")]}))

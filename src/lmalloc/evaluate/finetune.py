@@ -330,15 +330,15 @@ class _Run:
 def _load_run(run_dir: Path, device: str) -> _Run:
     from tokenizers import Tokenizer
 
-    from lmalloc.data.shards import TokenData
-    from lmalloc.model.io import load_model, model_dir
+    from lmalloc.model.io import find_eot_id, find_tokenizer, load_model, model_dir
 
-    data = TokenData(run_dir / "data")
-    if not data.tokenizer_path.exists():
-        raise UserError(f"{data.tokenizer_path} is missing: run `lmalloc prepare` first")
     model, cfg = load_model(run_dir, device)
-    tok = Tokenizer.from_file(str(data.tokenizer_path))
-    return _Run(model, cfg, tok, data.eot_id, data.vocab_size, model_dir(run_dir))
+    tok_path = find_tokenizer(run_dir)
+    eot = find_eot_id(tok_path)
+    if eot is None:
+        raise UserError(f"{tok_path} has no end-of-text token: fine-tuning pads with it")
+    return _Run(model, cfg, Tokenizer.from_file(str(tok_path)), eot, cfg.vocab_size,
+                model_dir(run_dir))
 
 
 def _train_config(seq_len: int, steps: int, batch_size: int, lr: float, seed: int,
@@ -406,6 +406,7 @@ def _classification(ctx: _Run, task: Task, train: list[Example],
 def _generation(ctx: _Run, task: Task, train: list[Example], evals: dict[str, list[Example]],
                 tc: Any, out: Path, beam: int) -> dict[str, Any]:
     from lmalloc.evaluate.decode import beam_search, greedy
+    from lmalloc.evaluate.metrics import generation_metrics
 
     x, y, cut = encode_generation(task, train, ctx.tokenizer, tc.seq_len, ctx.eot_id)
     first = next(iter(evals.values()))
@@ -438,13 +439,6 @@ def _generation(ctx: _Run, task: Task, train: list[Example], evals: dict[str, li
 def _detok(ctx: _Run, new: list[int]) -> str:
     ids = new[:-1] if new and new[-1] == ctx.eot_id else new
     return str(ctx.tokenizer.decode(ids)).strip()
-
-
-def generation_metrics(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, Any]:
-    """BLEU (sacrebleu, with its signature) and ROUGE-1/2/L F (rouge-score)."""
-    from lmalloc.evaluate.metrics import bleu, rouge
-
-    return {**bleu(hyps, refs), **rouge(hyps, refs)}
 
 
 def _charge(run_dir: Path, task_name: str, res: Any) -> None:

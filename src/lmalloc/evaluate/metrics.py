@@ -101,3 +101,8 @@ def _check_lengths(a: Sequence[Any], b: Sequence[Any]) -> None:
         raise UserError(f"{len(a)} references but {len(b)} predictions: they must pair up")
     if not a:
         raise UserError("no examples to score")
+
+
+def generation_metrics(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+    """BLEU (with sacrebleu's signature) and ROUGE-1/2/L F of generated texts."""
+    return {**bleu(hypotheses, references), **rouge(hypotheses, references)}

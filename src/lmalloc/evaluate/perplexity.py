@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ def evaluate_run(run_dir: str | Path, text: str | Path | None = None,
     into ``runs/<name>/eval.json`` under ``perplexity.<source>``."""
     from lmalloc.data.shards import TokenData
     from lmalloc.model.io import load_model
-    from lmalloc.rundir import RunDir, atomic_write_json, read_json
+    from lmalloc.rundir import RunDir, read_json
 
     run = RunDir(run_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -165,8 +165,19 @@ def evaluate_run(run_dir: str | Path, text: str | Path | None = None,
                           max_tokens=max_tokens, tokenizer_path=data.tokenizer_path)
         name = f"text:{Path(text).name}"
     res = {**res, "source": name, "seq_len": seq_len}
-    path = run.root / "eval.json"
-    doc = read_json(path, "evaluation results") if path.exists() else {}
-    doc.setdefault("perplexity", {})[name] = res
-    atomic_write_json(path, doc)
+    record_eval(run.root, ("perplexity", name), res)
     return res
+
+
+def record_eval(run_root: str | Path, keys: Sequence[str], value: Any) -> None:
+    """Set ``eval.json[keys[0]][keys[1]]... = value`` atomically, keeping everything else:
+    the one writer of a run's ``eval.json`` (perplexities, downstream tasks)."""
+    from lmalloc.rundir import atomic_write_json, read_json
+
+    path = Path(run_root) / "eval.json"
+    doc = read_json(path, "evaluation results") if path.exists() else {}
+    node = doc
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    atomic_write_json(path, doc)

@@ -180,7 +180,7 @@ def score_generation(model: Any, enc: Encoder, task: Task, examples: Sequence[Ex
                      demos: Sequence[Example], max_new_tokens: int = 64) -> dict[str, Any]:
     """Greedy outputs (cut at the first newline, stripped) scored with BLEU and ROUGE."""
     from lmalloc.evaluate.decode import greedy
-    from lmalloc.evaluate.metrics import bleu, rouge
+    from lmalloc.evaluate.metrics import generation_metrics
 
     seq_len = model.cfg.seq_len
     hyps, kept = [], 0
@@ -192,7 +192,7 @@ def score_generation(model: Any, enc: Encoder, task: Task, examples: Sequence[Ex
         text = enc.decode([t for t in new if t != enc.eot_id])
         hyps.append(text.split("\n", 1)[0].strip())
     refs = [str(e.target) for e in examples]
-    return {**bleu(hyps, refs), **rouge(hyps, refs), "n": len(examples),
+    return {**generation_metrics(hyps, refs), "n": len(examples),
             "shots_used": kept / max(1, len(examples)), "decoding": "greedy",
             "examples": [{"text": e.text, "output": h, "reference": r}
                          for e, h, r in list(zip(examples, hyps, refs, strict=True))[:5]]}

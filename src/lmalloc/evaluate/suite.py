@@ -14,27 +14,6 @@ from typing import Any
 from lmalloc.errors import UserError
 
 
-def record_eval(run_root: Path, keys: Sequence[str], value: Any) -> None:
-    """Set ``eval.json[keys[0]][keys[1]]... = value`` atomically, keeping everything else."""
-    from lmalloc.rundir import atomic_write_json, read_json
-
-    path = run_root / "eval.json"
-    doc = read_json(path, "evaluation results") if path.exists() else {}
-    node = doc
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
-    atomic_write_json(path, doc)
-
-
-def _finetune(run_root: Path, task: Any, seed: int) -> dict[str, Any]:
-    try:
-        from lmalloc.evaluate.finetune import finetune_task
-    except ImportError as e:
-        raise UserError(f"--finetune is not available in this installation ({e})") from None
-    return dict(finetune_task(run_root, task, seed=seed))
-
-
 def evaluate_suite(run_dir: str | Path, tasks: Sequence[str] = (), corpora: Sequence[str] = (),
                    *, shots: int = 0, finetune: bool = False, seed: int = 0,
                    max_examples: int | None = None, max_tokens: int | None = None,
@@ -50,7 +29,8 @@ def evaluate_suite(run_dir: str | Path, tasks: Sequence[str] = (), corpora: Sequ
     from tokenizers import Tokenizer
 
     from lmalloc.evaluate.corpora import corpus_path
-    from lmalloc.evaluate.perplexity import evaluate_lm
+    from lmalloc.evaluate.finetune import finetune_task
+    from lmalloc.evaluate.perplexity import evaluate_lm, record_eval
     from lmalloc.evaluate.scoring import evaluate_task
     from lmalloc.evaluate.tasks import load_task
     from lmalloc.model.io import find_eot_id, find_tokenizer, load_model
@@ -69,7 +49,7 @@ def evaluate_suite(run_dir: str | Path, tasks: Sequence[str] = (), corpora: Sequ
     out: dict[str, Any] = {"tasks": {}, "perplexity": {}}
     for task in loaded:
         if finetune:
-            res, mode = _finetune(run.root, task, seed), "finetune"
+            res, mode = finetune_task(run.root, task, seed=seed), "finetune"
         else:
             res = evaluate_task(model, tokenizer, task, shots=shots, seed=seed, eot_id=eot_id,
                                 batch_size=batch_size)

@@ -50,6 +50,13 @@ def _figure(width: float = 7.0, height: float = 4.2, ncols: int = 1) -> Any:
     return fig, axes
 
 
+def _finish(ax: Any, **labels: str) -> None:
+    """Axis labels, a light grid and a small legend: the line charts' common finish."""
+    ax.set(**labels)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def _save(fig: Any, out_dir: Path, name: str, caption: str, alt: str) -> Plot:
     from matplotlib.ticker import NullFormatter
 
@@ -106,9 +113,7 @@ def plot_training_curves(art: RunArtifacts, out_dir: Path) -> Plot | None:
     ax.set_xscale("log")
     if seen:  # the first steps' loss (ln V) would squash the interesting part
         ax.set_ylim(min(seen) * 0.97, float(np.percentile(seen, 99)) * 1.02)
-    ax.set(xlabel="training tokens", ylabel="loss (nats per token)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, xlabel="training tokens", ylabel="loss (nats per token)")
     return _save(fig, out_dir, "training_curves", "Loss against training tokens. The dashed "
                  "line is the fitted law's loss L(N, D) for the final model size at each token "
                  "count D (a completed schedule of that length), with its bootstrap band.",
@@ -165,9 +170,7 @@ def plot_isoflop(art: RunArtifacts, out_dir: Path) -> Plot | None:
                 ax.plot(np.exp(xm), c0 + c1 * xm + c2 * xm**2, "*", color=color, ms=12,
                         mec="black", mew=0.5)
     ax.set_xscale("log")
-    ax.set(xlabel="model size N (parameters)", ylabel="validation loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, xlabel="model size N (parameters)", ylabel="validation loss")
     return _save(fig, out_dir, "isoflop", "IsoFLOP profiles: ladder runs of equal compute, "
                  "loss against model size, with a parabola in log N per level; a star marks "
                  "a level's minimum when the parabola has one near the data.",
@@ -245,9 +248,7 @@ def plot_scaling_fit(art: RunArtifacts, out_dir: Path) -> Plot | None:
     ax.set_xscale("log")
     top = max(float(Ll.max()), float(np.nanmax(best)))
     ax.set_ylim(min(float(np.nanmin(best)), float(Ll.min())) * 0.95, top * 1.05)
-    ax.set(xlabel=f"compute C = {k:g}·N·D (FLOPs)", ylabel="validation loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, xlabel=f"compute C = {k:g}·N·D (FLOPs)", ylabel="validation loss")
     return _save(fig, out_dir, "scaling_fit", "The fitted law's best achievable loss at each "
                  "compute (shaded grey: the compute the ladder explored), extrapolated to the "
                  "final run's compute, where the plan's prediction and the achieved loss sit.",
@@ -349,10 +350,8 @@ def plot_search_history(art: RunArtifacts, out_dir: Path,
         ax.plot(cum[~done], vals[~done], "x", color=color, ms=4, alpha=0.6)
     ax.plot([], [], "o", color=GREY, ms=4, label="completed trial")
     ax.plot([], [], "x", color=GREY, ms=4, label="pruned trial (value when stopped)")
-    ax.set(xlabel="cumulative search compute (FLOPs)",
+    _finish(ax, xlabel="cumulative search compute (FLOPs)",
            ylabel="objective (" + ("lower" if studies[0].minimize else "higher") + " is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     return _save(fig, out_dir, "search_history", "Search history: the best completed trial's "
                  "objective so far against the compute the search had spent.",
                  "best objective so far falling with the search's compute")
@@ -449,9 +448,7 @@ def plot_compression(art: RunArtifacts, out_dir: Path) -> Plot | None:
     for s, q, n in pts:
         ax.annotate(n, (s, q), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
-    ax.set(xlabel="model size (bytes)", ylabel="quality (lower is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, xlabel="model size (bytes)", ylabel="quality (lower is better)")
     return _save(fig, out_dir, "compression", "Compressed models: size against quality, the "
                  "Pareto front in blue.", "model size against quality with the Pareto front")
 
