@@ -72,3 +72,36 @@ def forward_flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> float
 def train_flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> float:
     """Forward + backward FLOPs per training token: 3× the forward (6·N_mm + attention)."""
     return 3.0 * forward_flops_per_token(cfg, seq_len)
+
+
+def block_linear_shapes(cfg: GPTConfig) -> list[tuple[int, int]]:
+    """``(out, in)`` of one block's linear layers: fused QKV, attention output, fused
+    gate/up, down (the layers weight-only quantization replaces)."""
+    d, hd = cfg.d_model, cfg.head_dim
+    return [((cfg.n_head + 2 * cfg.kv_heads) * hd, d), (d, cfg.n_head * hd),
+            (2 * cfg.ff_dim, d), (d, cfg.ff_dim)]
+
+
+def stored_bytes(cfg: GPTConfig, bits: int | None = None, group_size: int = 64,
+                 symmetric: bool = False, float_bytes: int = 4) -> int:
+    """Bytes of the model's stored weights, exactly as ``lmalloc compress`` counts them.
+
+    ``bits=None``: every weight in floats of ``float_bytes``. Otherwise every block linear
+    layer is weight-only quantized group-wise (see :mod:`lmalloc.compress.quantize`): packed
+    codes ``ceil(out·in·bits/8)``, an fp16 scale per group and, for asymmetric formats, a uint8
+    zero point per group; embeddings, the output projection and norms stay in floats.
+
+    >>> cfg = GPTConfig(vocab_size=100, n_layer=1, n_head=2, d_model=16, d_ff=32)
+    >>> stored_bytes(cfg) == 4 * param_count(cfg)
+    True
+    """
+    if bits is None:
+        return float_bytes * param_count(cfg)
+    quantized = 0
+    linear_params = 0
+    for out, inp in block_linear_shapes(cfg):
+        groups = out * -(-inp // group_size)
+        quantized += -(-out * inp * bits // 8) + groups * (2 if symmetric else 3)
+        linear_params += out * inp
+    floats = param_count(cfg) - cfg.n_layer * linear_params
+    return cfg.n_layer * quantized + float_bytes * floats

@@ -25,12 +25,13 @@ from lmalloc.cost.hardware import HardwareProfile
 from lmalloc.cost.memory import recommend
 from lmalloc.cost.time_model import predict_time
 from lmalloc.errors import UserError
-from lmalloc.model.accounting import param_count, train_flops_per_token
+from lmalloc.model.accounting import param_count, stored_bytes, train_flops_per_token
 from lmalloc.model.config import GPTConfig
 from lmalloc.model.shape import shape_for
 from lmalloc.scaling.estimate import Estimate
 from lmalloc.scaling.optimal import compute_optimal
 from lmalloc.scaling.parametric import ParametricFit
+from lmalloc.scaling.precision import PrecisionLaw
 
 GRID_OCTAVES = 3.0  # candidates span N*/8 .. 8 N*
 GRID_POINTS = 25
@@ -53,11 +54,48 @@ class Candidate:
     activation_checkpointing: bool
     feasible: bool
     reason: str = ""
+    deploy: dict[str, Any] | None = None  # the format it ships in (see :class:`Deploy`)
+
+    @property
+    def objective(self) -> float:
+        """What the allocation minimises: the loss as deployed (after quantization) when a
+        deployment limit is set, the trained loss otherwise."""
+        return float(self.deploy["loss"]["value"]) if self.deploy else self.loss.value
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["loss"] = self.loss.to_dict()
         return d
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """A deployment memory limit: the stored model (weights as ``lmalloc compress`` counts
+    them) must fit ``memory_bytes``. Each shape ships in the format of ``bits`` (None:
+    unquantized floats) that fits and, by the precision ``law``, loses least; without a law
+    only the unquantized format is considered (nothing says what quantizing would cost)."""
+
+    memory_bytes: float
+    law: PrecisionLaw | None = None
+    bits: tuple[int | None, ...] = (None, 8, 4, 3, 2)
+    group_size: int = 64
+
+    def choose(self, cfg: GPTConfig, N: float, D: float, loss: Estimate) -> dict[str, Any]:
+        """The best format for this shape; ``fits`` False (smallest size named) if none fits."""
+        best: dict[str, Any] | None = None
+        smallest = min(stored_bytes(cfg, b, self.group_size) for b in self.bits)
+        for b in self.bits if self.law is not None else (None,):
+            size = stored_bytes(cfg, b, self.group_size)
+            if size > self.memory_bytes:
+                continue
+            delta = self.law.predict(N, D, b) if self.law is not None else Estimate(
+                0.0, 0.0, 0.0, loss.level)
+            after = Estimate(loss.value + delta.value, loss.low + delta.low,
+                             loss.high + delta.high, loss.level)
+            if best is None or after.value < best["loss"]["value"]:
+                best = {"bits": b, "group_size": self.group_size, "bytes": size,
+                        "delta": delta.to_dict(), "loss": after.to_dict(), "fits": True}
+        return best or {"fits": False, "smallest_bytes": smallest, "loss": loss.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -81,7 +119,7 @@ class Allocation:
 def _candidate(
     fit: ParametricFit, cfg: GPTConfig, C: float, hw: HardwareProfile, batch_tokens: int,
     precision: str, seconds: float | None, memory_bytes: float,
-    tokens_for: Callable[[GPTConfig], float] | None = None,
+    tokens_for: Callable[[GPTConfig], float] | None = None, deploy: Deploy | None = None,
 ) -> Candidate:
     non_emb = fit.param_convention == "non_embedding"
     N = param_count(cfg, non_embedding=non_emb)
@@ -102,11 +140,18 @@ def _candidate(
         reasons.append(f"does not fit in memory ({rec.suggestion})")
     if seconds is not None and t > seconds:
         reasons.append(f"predicted {t:.0f} s > {seconds:.0f} s")
+    loss = fit.predict_estimate(N, D)
+    shipped = None
+    if deploy is not None:
+        shipped = deploy.choose(cfg, N, D, loss)
+        if not shipped["fits"]:
+            reasons.append(f"stored in {shipped['smallest_bytes']:,} bytes at the fewest "
+                           f"bits, > the deployment limit {deploy.memory_bytes:,.0f}")
     return Candidate(
-        model=cfg.to_dict(), N=N, D=float(D), flops=float(C), loss=fit.predict_estimate(N, D),
+        model=cfg.to_dict(), N=N, D=float(D), flops=float(C), loss=loss,
         seconds=float(t), memory_bytes=float(rec.memory.peak), micro_batch=rec.micro_batch,
         parallel=rec.parallel, activation_checkpointing=rec.activation_checkpointing,
-        feasible=not reasons, reason="; ".join(reasons),
+        feasible=not reasons, reason="; ".join(reasons), deploy=shipped,
     )
 
 
@@ -114,9 +159,10 @@ def allocate(
     fit: ParametricFit, C: float, hardware: HardwareProfile, vocab_size: int, seq_len: int,
     batch_tokens: int, *, seconds: float | None = None, memory_bytes: float | None = None,
     precision: str = "fp32", grid_points: int = GRID_POINTS,
-    tokens_for: Callable[[GPTConfig], float] | None = None,
+    tokens_for: Callable[[GPTConfig], float] | None = None, deploy: Deploy | None = None,
 ) -> Allocation:
-    """The feasible GPT shape of lowest predicted loss for final-run compute ``C``.
+    """The feasible GPT shape of lowest predicted loss for final-run compute ``C`` (the loss
+    as deployed, quantization included, when ``deploy`` limits the stored model's size).
 
     Args:
         fit: an L(N, D) fit (approach 3) in its parameter convention.
@@ -127,6 +173,7 @@ def allocate(
         tokens_for: tokens each shape trains (e.g. in a fixed time, from the time model);
             default ``C / flops_per_token``: every shape spends exactly ``C``. ``C`` then only
             centres the grid of sizes.
+        deploy: a limit on the stored model and the precision law that prices quantizing.
 
     Raises:
         UserError: no shape on the grid fits the limits (the message names the nearest miss).
@@ -146,7 +193,7 @@ def allocate(
             key = (cfg.n_layer, cfg.d_model, cfg.n_head)
             if key not in seen:
                 seen[key] = _candidate(fit, cfg, C, hardware, batch_tokens, precision, seconds,
-                                       mem, tokens_for)
+                                       mem, tokens_for, deploy)
         if tokens_for is None or any(c.feasible for c in seen.values()):
             break
         centre /= 2.0 ** (2 * GRID_OCTAVES)  # time-bound and nothing fits: look smaller
@@ -163,11 +210,11 @@ def allocate(
             f"no model fits the budget: even the smallest candidate ({near.N:,} parameters, "
             f"{near.D:.3g} tokens) {near.reason}. Give more time or memory, or less compute"
         )
-    best = min(feasible, key=lambda c: c.loss.value)
+    best = min(feasible, key=lambda c: c.objective)
     return Allocation(
         chosen=best, closed_form=closed.to_dict(),
         sensitivity=_sensitivity(fit, best, C, hardware, batch_tokens, precision, seconds, mem,
-                                 tokens_for),
+                                 tokens_for, deploy),
         candidates=cands,
     )
 
@@ -175,7 +222,7 @@ def allocate(
 def _sensitivity(
     fit: ParametricFit, best: Candidate, C: float, hw: HardwareProfile, batch_tokens: int,
     precision: str, seconds: float | None, mem: float,
-    tokens_for: Callable[[GPTConfig], float] | None = None,
+    tokens_for: Callable[[GPTConfig], float] | None = None, deploy: Deploy | None = None,
 ) -> list[dict[str, Any]]:
     """Predicted loss if N is halved or doubled at the same compute (or time)."""
     base = GPTConfig.from_dict(best.model)
@@ -184,7 +231,8 @@ def _sensitivity(
         cfg = base if factor == 1.0 else shape_for(
             best.N * factor, vocab_size=base.vocab_size, seq_len=base.seq_len,
             non_embedding=fit.param_convention == "non_embedding")
-        c = _candidate(fit, cfg, C, hw, batch_tokens, precision, seconds, mem, tokens_for)
+        c = _candidate(fit, cfg, C, hw, batch_tokens, precision, seconds, mem, tokens_for,
+                       deploy)
         rows.append({"N_factor": factor, "N": c.N, "D": c.D, "loss": c.loss.to_dict(),
-                     "delta_loss": c.loss.value - best.loss.value, "feasible": c.feasible})
+                     "delta_loss": c.objective - best.objective, "feasible": c.feasible})
     return rows

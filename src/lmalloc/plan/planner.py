@@ -26,7 +26,7 @@ from lmalloc.cost.memory import recommend
 from lmalloc.cost.time_model import predict_time
 from lmalloc.model.accounting import train_flops_per_token
 from lmalloc.model.config import GPTConfig
-from lmalloc.plan.allocate import allocate
+from lmalloc.plan.allocate import Deploy, allocate
 from lmalloc.plan.explore import Recipe
 from lmalloc.scaling.estimate import Estimate
 from lmalloc.scaling.parametric import ParametricFit
@@ -74,7 +74,7 @@ def make_plan(
     fit: ParametricFit, *, amount: float, unit: str, hardware: HardwareProfile,
     vocab_size: int, recipe: Recipe, lr: float, warmup: float, mup_base_width: int | None,
     tokens_per_byte: float, memory_bytes: float | None = None, source: str = "",
-    time_scale: float = 1.0,
+    time_scale: float = 1.0, deploy: Deploy | None = None,
 ) -> dict[str, Any]:
     """The final run for ``amount`` of budget in ``unit``: the allocation (shape, tokens,
     predicted loss with its interval, time, memory, parallelism, sensitivity) and the exact
@@ -98,7 +98,7 @@ def make_plan(
         fit, flops_guess, hardware, vocab_size, recipe.seq_len, recipe.batch_tokens,
         memory_bytes=memory_bytes, precision=hardware.default_dtype, tokens_for=tokens_for,
         # uncalibrated, like allocate's own time model; catches e.g. a memory-bound micro-batch
-        seconds=usable / time_scale if unit == "seconds" else None,
+        seconds=usable / time_scale if unit == "seconds" else None, deploy=deploy,
     )
     chosen = alloc.chosen
     model = {**chosen.model, "mup_base_width": mup_base_width}
@@ -128,6 +128,12 @@ def make_plan(
                             "batch_tokens": recipe.batch_tokens, "source": source},
         "budget": {"amount": amount, "unit": unit, "hardware": hardware.name},
         "param_convention": fit.param_convention,
+        "deploy": None if deploy is None else {
+            **(chosen.deploy or {}), "memory_bytes": deploy.memory_bytes,
+            "bpb": to_bpb(Estimate.from_dict(chosen.deploy["loss"]), tokens_per_byte).to_dict()
+            if chosen.deploy else None,
+            "law": None if deploy.law is None else {  # its bootstrap is in precision.json
+                k: v for k, v in deploy.law.to_dict().items() if k != "boot"}},
     }
 
 
