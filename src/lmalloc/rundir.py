@@ -4,15 +4,22 @@ Every artifact of every stage is written through :func:`atomic_write_bytes` (tem
 rename) or :func:`atomic_dir` (temp folder, rename), so a killed process leaves either the old
 artifact or the new one, never half of one. The manifest records what was run and, in its
 ledger, what each stage spent (FLOPs and seconds, measured).
+
+A write that the file system refuses (disk full, quota, read-only, permission) is a
+:class:`UserError` naming the path, raised after the temp file is removed: the previous
+version of the artifact stays as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -28,6 +35,64 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: mkstemp's 0600 becomes the mode a plain open() would give
 
 
+_DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied", errno.EFBIG: "the file is too large for the file system",
+}
+
+
+_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")  # how Rust libraries (safetensors) say it
+_SQLITE_TEXT = {"database or disk is full": errno.ENOSPC,
+                "attempt to write a readonly database": errno.EROFS}
+
+
+def _disk_errno(e: BaseException) -> tuple[int, str | None] | None:
+    """The refusing errno (and file, if known) behind ``e`` or anything in its cause chain:
+    an ``OSError``, a Rust library's "(os error 28)", SQLite's "database or disk is full"."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _DISK_ERRORS:
+            return cur.errno, cur.filename if isinstance(cur.filename, str) else None
+        text = str(cur)
+        m = _OS_ERROR_IN_TEXT.search(text)
+        if m and int(m.group(1)) in _DISK_ERRORS:
+            return int(m.group(1)), None
+        for needle, code in _SQLITE_TEXT.items():
+            if needle in text:
+                return code, None
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+class DiskWriteError(UserError):
+    """A write the file system refused; ``path`` is the artifact, ``code`` the errno."""
+
+    def __init__(self, path: str | os.PathLike[str], code: int) -> None:
+        self.path, self.code = str(path), code
+        super().__init__(
+            f"cannot write {path}: {_DISK_ERRORS[code]} ({os.strerror(code)}). Nothing was "
+            "replaced: the previous version, if any, is intact. Free some space or choose a "
+            "writable folder, then rerun the same command (it resumes)"
+        )
+
+
+def disk_error(path: str | os.PathLike[str], e: BaseException) -> UserError | None:
+    """The :class:`UserError` for a write the file system refused (disk full, quota,
+    read-only, permission), or None for other errors (those are bugs and keep their
+    traceback). Names ``path`` (or the file the error names, if it is under ``path``)."""
+    if isinstance(e, UserError):
+        return None
+    found = _disk_errno(e)
+    if found is None:
+        return None
+    code, filename = found
+    where = filename if filename and filename.startswith(str(path)) else str(path)
+    return DiskWriteError(where, code)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -39,8 +104,11 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise (disk_error(path, e) or e) from e
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
@@ -48,9 +116,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        err = disk_error(path, e)
+        if err is not None:
+            raise err from e
         raise
     _fsync_dir(path.parent)
     return path
@@ -85,21 +156,85 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     An existing ``final`` is replaced only after the new one is complete.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _restore_interrupted_swap(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as e:
+        raise (disk_error(final, e) or e) from e
     try:
         yield tmp
         if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            _swap_in(tmp, final)
         else:
             os.replace(tmp, final)
         _fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, DiskWriteError):  # a file inside the temp folder: name the folder
+            raise DiskWriteError(final, e.code) from e
+        err = disk_error(final, e)
+        if err is not None:
+            raise err from e
         raise
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the system or the file system cannot."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EXDEV, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Replace the folder ``final`` by ``tmp`` so that a kill at any instant leaves one of
+    the two complete under the name ``final``. Where an atomic exchange is impossible, the old
+    folder is parked as ``.<name>.old-<pid>`` for a moment; :func:`_restore_interrupted_swap`
+    puts it back if the process dies in that moment."""
+    if _exchange(tmp, final):  # tmp now holds the old folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore_interrupted_swap(final: Path) -> None:
+    """If a process died between parking the old ``final`` and renaming the new one in, the
+    old one is the last complete version: give it its name back."""
+    if final.exists():
+        return
+    for parked in sorted(final.parent.glob(f".{final.name}.old-*")):
+        os.replace(parked, final)
+        return
+
+
+def remove_stale_temps(root: str | os.PathLike[str]) -> list[Path]:
+    """Delete what killed atomic writes left under ``root`` (``.<name>.<random>.tmp`` files and
+    folders); returns them. Call only while no other process writes into ``root``."""
+    removed = []
+    for p in sorted(Path(root).rglob(".*.tmp"), key=lambda q: len(q.parts), reverse=True):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(p)
+    return removed
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

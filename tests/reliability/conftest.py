@@ -39,3 +39,13 @@ def _write_reliability_report():
         atomic_write_json(out / "reliability_hostile.json",
                           {"cases": dict(CASES), "outcomes": dict(OUTCOMES),
                            "total": sum(CASES.values())})
+
+
+@pytest.fixture()
+def tiny_run(tmp_path: Path) -> Path:
+    """A run directory holding only a tiny prepared ``data/`` folder."""
+    from _reliability_tiny import tiny_data
+
+    root = tmp_path / "run"
+    tiny_data(root / "data")
+    return root

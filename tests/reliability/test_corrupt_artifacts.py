@@ -8,6 +8,7 @@ loader starts verifying, and then must be turned into plain tests.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -127,14 +128,30 @@ def test_truncated_data_json_is_refused(data_dir):
         TokenData(data_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="shard sha256s in data.json are not checked on load: a "
-                   "same-size change to a shard is read silently (issue 11)")
 def test_altered_shard_is_detected(data_dir):
     from lmalloc.data.shards import TokenData
 
-    _flip_last_byte(_first_shard(data_dir))
-    with pytest.raises(UserError):
+    shard = _first_shard(data_dir)
+    TokenData(data_dir).split("train")  # verified (and cached) before the change
+    _flip_last_byte(shard)  # same size: only the sha256 in data.json can tell
+    with pytest.raises(UserError, match=rf"{shard.name}.*sha256.*lmalloc prepare"):
         TokenData(data_dir).split("train")
+
+
+def test_shard_hash_is_computed_once_per_file_version(data_dir, monkeypatch):
+    import lmalloc.data.shards as shards
+
+    calls: list[str] = []
+    real = shards.sha256_file
+    monkeypatch.setattr(shards, "sha256_file", lambda p: calls.append(str(p)) or real(p))
+    monkeypatch.setattr(shards, "_VERIFIED", set())
+    for _ in range(3):
+        shards.TokenData(data_dir).split("train")
+    assert len(calls) == 2  # two train shards, hashed on the first open only
+    shard = _first_shard(data_dir)
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
+    shards.TokenData(data_dir).split("train")
+    assert calls[2:] == [str(shard)]  # a touched file is hashed again
 
 
 # -- plan.json --------------------------------------------------------------------------------

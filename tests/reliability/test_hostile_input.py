@@ -435,3 +435,18 @@ def test_real_entry_point_prints_no_traceback(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "runs.csv" in proc.stdout + proc.stderr
+
+
+# Cases hypothesis found (regressions): a time budget whose FLOPs overflow, and non-finite
+# token counts that reached the time model's arithmetic.
+def test_an_overflowing_budget_is_a_user_error():
+    from lmalloc.cost.budget import parse_budget
+
+    with pytest.raises(UserError, match="overflows"):
+        parse_budget("749040E290M", hardware="cpu")
+
+
+@pytest.mark.parametrize("tokens", ["inf", "nan", "-inf"])
+def test_non_finite_tokens_exit_2(tokens):
+    code, output = invoke("estimate", "--params", "1", "--tokens", tokens, "--hardware", "cpu")
+    assert code == 2 and "positive finite" in output and "Traceback" not in output

@@ -38,10 +38,20 @@ def test_failed_write_keeps_previous_content(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=r"cannot write .*x\.txt: the disk is full"):
         atomic_write_text(p, "new")
     assert p.read_text() == "old"
     assert sorted(os.listdir(tmp_path)) == ["x.txt"]
+
+
+def test_other_os_errors_keep_their_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*a: object, **k: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError) as e:
+        atomic_write_text(tmp_path / "x.txt", "new")
+    assert not isinstance(e.value, UserError) and os.listdir(tmp_path) == []
 
 
 def test_atomic_dir_is_all_or_nothing(tmp_path: Path) -> None:
@@ -57,6 +67,42 @@ def test_atomic_dir_is_all_or_nothing(tmp_path: Path) -> None:
     with atomic_dir(final) as d:  # replacing an existing folder
         (d / "new.bin").write_bytes(b"z")
     assert sorted(os.listdir(final)) == ["new.bin"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_atomic_dir_without_exchange_and_an_interrupted_swap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lmalloc.rundir as rd
+
+    final = tmp_path / "ckpt"
+    with atomic_dir(final) as d:
+        (d / "v1").write_bytes(b"1")
+    monkeypatch.setattr(rd, "_exchange", lambda a, b: False)  # a file system without it
+    with atomic_dir(final) as d:
+        (d / "v2").write_bytes(b"2")
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"] and os.listdir(final) == ["v2"]
+    # a process killed between parking the old folder and renaming the new one in:
+    os.replace(final, tmp_path / ".ckpt.old-999")
+    with atomic_dir(tmp_path / "other"):
+        pass
+    assert not final.exists()  # only the folder being written is restored
+    with pytest.raises(RuntimeError), atomic_dir(final):
+        assert os.listdir(final) == ["v2"]  # the parked version is back before the write
+        raise RuntimeError("fails")
+    assert os.listdir(final) == ["v2"]
+
+
+def test_remove_stale_temps(tmp_path: Path) -> None:
+    from lmalloc.rundir import remove_stale_temps
+
+    (tmp_path / "a" / ".x.json.abc.tmp").parent.mkdir()
+    (tmp_path / "a" / ".x.json.abc.tmp").write_text("half")
+    (tmp_path / ".checkpoint.q1.tmp" / "sub").mkdir(parents=True)
+    (tmp_path / "keep.json").write_text("{}")
+    assert len(remove_stale_temps(tmp_path)) == 2
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "a", "keep.json"]
 
 
 def test_read_json_reports_corrupt_file(tmp_path: Path) -> None:

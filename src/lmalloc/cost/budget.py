@@ -203,6 +203,9 @@ def parse_budget(
         assert m is not None
         given = _positive(float(m.group(1)), terms["flops"])
         flops = given if flops is None else min(flops, given)
+    if flops is not None and not math.isfinite(flops):
+        raise UserError(f"the budget {text!r} is larger than any computer can count "
+                        f"({seconds:.3g} s × {sustained:.3g} FLOP/s overflows)")
     mem = parse_size(terms["mem"].split("=", 1)[1]) if "mem" in terms else prof.memory_bytes
     deploy = parse_size(terms["deploy"].split("=", 1)[1]) if "deploy" in terms else None
     return Budget(

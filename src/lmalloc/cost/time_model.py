@@ -204,8 +204,8 @@ def predict_time(
         >>> 0.2 < est.mfu < 0.55
         True
     """
-    if tokens <= 0:
-        raise invalid("tokens", tokens, "a positive number")
+    if not (0 < tokens < math.inf):  # also refuses NaN
+        raise invalid("tokens", tokens, "a positive finite number")
     k = hardware.count
     T = int(seq_len or cfg.seq_len)
     bt = int(batch_tokens or 16 * T * k)

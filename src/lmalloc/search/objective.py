@@ -231,21 +231,35 @@ class TrialObjective:
                 resume=False,
             ).fit()
         except Exception as e:  # a crash fails this trial only; the search goes on
+            # the trainer turns an OOM in a training step into status "oom"; one elsewhere
+            # (building the model, an evaluation) arrives here and is recorded as oom too
+            status = "oom" if _is_oom(e) else "crashed"
             self.run.charge(self.stage, 0.0, time.perf_counter() - t0, trial=trial.number,
-                            status="crashed")
-            trial.set_user_attr("status", "crashed")
+                            status=status)
+            trial.set_user_attr("status", status)
             trial.set_user_attr("reason", f"{type(e).__name__}: {e}")
             trial.set_user_attr("traceback", traceback.format_exc(limit=8))
-            raise TrialFailed(f"crashed: {type(e).__name__}: {e}") from e
-        self.run.charge(self.stage, result.session_flops, result.session_seconds,
-                        trial=trial.number, status=result.status)
-        for key in ("status", "reason", "tokens", "flops", "seconds", "val_loss", "val_bpb"):
-            trial.set_user_attr(key, getattr(result, key))
-        if result.status in ("pruned", "time_limit"):
-            raise optuna.TrialPruned(result.reason)
+            raise TrialFailed(f"{status}: {type(e).__name__}: {e}") from e
+        status, reason = result.status, result.reason
         value = getattr(result, self.metric)
-        if result.status in ("diverged", "oom") or value is None or not math.isfinite(value):
-            raise TrialFailed(f"{result.status}: {result.reason}")
+        if status not in ("diverged", "oom", "pruned", "time_limit") and (
+                value is None or not math.isfinite(value)):
+            # trained without a usable measurement (e.g. a NaN validation loss): say so,
+            # rather than a FAIL whose status reads "completed"
+            status = "no_value" if value is None else "diverged"
+            reason = (f"{'non-finite ' if value is not None else ''}{self.metric} = {value} "
+                      f"after {result.steps} steps ({result.reason})")
+        self.run.charge(self.stage, result.session_flops, result.session_seconds,
+                        trial=trial.number, status=status)
+        for key in ("tokens", "flops", "seconds", "val_loss", "val_bpb"):
+            trial.set_user_attr(key, getattr(result, key))
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("reason", reason)
+        if status in ("pruned", "time_limit"):
+            raise optuna.TrialPruned(reason)
+        if status in ("diverged", "oom", "no_value"):
+            raise TrialFailed(f"{status}: {reason}")
+        assert value is not None  # no_value otherwise
         if self.second == "flops":
             return float(value), float(result.flops)
         if self.second == "memory":
@@ -254,3 +268,12 @@ class TrialObjective:
             mem = estimate_memory(model_cfg, train_cfg.micro_batch, train_cfg.seq_len)
             return float(value), float(mem.peak)
         return float(value)
+
+
+def _is_oom(e: BaseException) -> bool:
+    """An out-of-memory error from torch (CUDA, MPS or the CPU allocator's RuntimeError)."""
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    return isinstance(e, (oom, MemoryError)) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
