@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmalloc-installed
 RUN ?= runs/demo
-EXTRAS ?= dev,hf,eval,report
+EXTRAS ?= dev,hf,eval,report,ray,postgres
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-scaleout lint bench clean
 
 setup: $(STAMP)
 
@@ -20,14 +20,22 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/lmalloc run --run $(RUN)
 
-# The test suite CI runs (GPU, Ray and PostgreSQL tests carry markers and run elsewhere).
+# The test suite CI runs: everything but the GPU tests. The Ray and PostgreSQL tests start
+# their servers on loopback through scripts/ensure_{ray,postgres}.sh (skipping with the
+# reason when they cannot); both are stopped afterwards, whatever pytest's outcome.
 test: setup
 	sh scripts/ensure_chromium.sh
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q -m "not gpu and not ray and not postgres" --timeout=600 --durations=15
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q -m "not gpu" --timeout=600 --durations=15; \
+	rc=$$?; sh scripts/ensure_ray.sh stop >/dev/null 2>&1; sh scripts/ensure_postgres.sh stop >/dev/null 2>&1; exit $$rc
+
+# Only the scale-out tests (Ray head with 2 workers, PostgreSQL with 3 workers, torchrun).
+test-scaleout: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q -m "ray or postgres" tests/integration --timeout=600; \
+	rc=$$?; sh scripts/ensure_ray.sh stop >/dev/null 2>&1; sh scripts/ensure_postgres.sh stop >/dev/null 2>&1; exit $$rc
 
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src/lmalloc/scaling src/lmalloc/cost src/lmalloc/plan
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .services .ray

@@ -59,3 +59,40 @@ def tiny_train(**kw: Any) -> Any:
                             "max_steps": 12, "warmup": 0.2, "eval_every": 6,
                             "eval_tokens": 512, "device": "cpu", "seed": 7}
     return TrainConfig(**{**base, **kw})
+
+
+def tiny_recipe_toml(max_tokens: int = 5120, eval_every: int = 5,
+                     eval_tokens: int = 1024) -> str:
+    """A recipe file for searches over :func:`make_data` (a one-layer, 32-wide model)."""
+    return f"""
+[model]
+n_layer = 1
+n_head = 2
+d_model = 32
+seq_len = 32
+[train]
+lr = 3e-3
+batch_tokens = 256
+micro_batch = 8
+seq_len = 32
+max_tokens = {max_tokens}
+eval_every = {eval_every}
+eval_tokens = {eval_tokens}
+precision = "fp32"
+device = "cpu"
+"""
+
+
+LR_SPACE_TOML = """
+[params.lr]
+type = "float"
+low = 1e-3
+high = 1e-2
+log = true
+"""
+"""A one-parameter search space (log-uniform learning rate)."""
+
+LR_SCHEDULE_SPACE_TOML = LR_SPACE_TOML + """[params.schedule]
+type = "categorical"
+choices = ["cosine", "wsd"]
+"""

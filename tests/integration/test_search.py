@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _train_data import make_data
+from _train_data import make_data, tiny_recipe_toml
 from typer.testing import CliRunner
 
 from lmalloc.cli import app, register
@@ -16,23 +16,7 @@ from lmalloc.errors import UserError
 from lmalloc.rundir import RunDir
 from lmalloc.search import study as st
 
-RECIPE = """
-[model]
-n_layer = 1
-n_head = 2
-d_model = 32
-seq_len = 32
-[train]
-lr = 3e-3
-batch_tokens = 256
-micro_batch = 8
-seq_len = 32
-max_tokens = 5120
-eval_every = 5
-eval_tokens = 1024
-precision = "fp32"
-device = "cpu"
-"""
+RECIPE = tiny_recipe_toml()
 
 SPACE = """
 [params.lr]

@@ -26,17 +26,24 @@ def run_(
                                                  "this machine).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search and of every training.")] = 0,
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 4096,
+    nproc: Annotated[int, typer.Option(help="Processes of the final run (torchrun when > 1: "
+                                       "one per GPU, or CPU cores).")] = 1,
+    parallel: Annotated[str, typer.Option(help="Final run with --nproc > 1: auto (DDP unless "
+                                          "the memory model says it won't fit, then FSDP), "
+                                          "ddp or fsdp.")] = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Prepare, explore, fit, plan, train and evaluate under one budget (resumable)."""
     from lmalloc.plan.pipeline import RunOptions, run_pipeline
+    from lmalloc.train.launch import check_parallel_request
 
+    check_parallel_request(nproc, parallel)  # before any budget is spent
     opts = RunOptions(data=tuple(str(p) for p in data or ()), budget=budget,
                       hardware=hardware, seed=seed, vocab_size=vocab_size)
     attach_run_log(run, create=True)
     adopt_optuna()
     result = run_pipeline(run, opts, say=lambda m: say(m, show=not as_json),
-                          progress=show_progress(as_json))
+                          progress=show_progress(as_json), nproc=nproc, parallel=parallel)
     emit(result, as_json, _render_summary)
 
 

@@ -23,7 +23,17 @@ def search(
                                                "'10m,mem=4GB'.")] = None,
     trials: Annotated[int | None, typer.Option(help="Stop after this many finished "
                                                "trials.")] = None,
-    workers: Annotated[int, typer.Option(help="Parallel local worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="Trials at once: local worker processes, or "
+                                         "Ray tasks in flight.")] = 1,
+    backend: Annotated[str, typer.Option(help="local (processes on this machine) or ray "
+                                         "(tasks on a Ray cluster).")] = "local",
+    address: Annotated[str, typer.Option(help="Ray cluster for --backend ray: auto or "
+                                         "HOST:PORT of its head.")] = "auto",
+    trial_cpus: Annotated[float, typer.Option(help="CPUs one Ray trial declares (and its "
+                                              "torch threads).")] = 1.0,
+    trial_gpus: Annotated[float, typer.Option(help="GPUs one Ray trial declares.")] = 0.0,
+    max_retry: Annotated[int, typer.Option(help="Times a trial whose worker died is run "
+                                           "again.")] = 2,
     recipe: Annotated[Path | None, typer.Option(help="Base recipe every trial starts from "
                                                 "(default configs/tiny.toml).")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default "
@@ -44,10 +54,12 @@ def search(
     adopt_optuna()
     if status:
         s = st.build_settings(run, space, recipe, None, strategy, 1, storage)
-        emit(st.summarize(st.load_study(s)), as_json, _render)
+        emit(st.summarize(st.load_study(s, check_space=False)), as_json, _render)
         return
     s = st.build_settings(run, space, recipe, budget, strategy, trials, storage, pruner, seed,
                           second_objective=second_objective)
+    s.backend, s.address, s.max_retry = backend, address, max_retry
+    s.trial_cpus, s.trial_gpus = trial_cpus, trial_gpus
     live = _LiveTable() if show_progress(as_json) else None
     result = st.run_search(s, workers=workers, on_poll=live, join_existing=worker)
     if live is not None:

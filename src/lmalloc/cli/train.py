@@ -9,7 +9,7 @@ import typer
 
 from lmalloc.cli.app import app
 from lmalloc.cli.logs import attach_run_log
-from lmalloc.cli.output import JsonFlag, console, emit, show_progress
+from lmalloc.cli.output import JsonFlag, console, emit, say, show_progress
 
 RunOpt = Annotated[Path, typer.Option("--run", help="The run directory (runs/NAME).")]
 
@@ -26,14 +26,27 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from runs/NAME/final/checkpoint "
                                          "if present.")] = True,
+    nproc: Annotated[int, typer.Option(help="Training processes on this machine (one per GPU, "
+                                       "or CPU cores); > 1 runs under torchrun.")] = 1,
+    parallel: Annotated[str, typer.Option(help="With --nproc > 1: auto (DDP unless the memory "
+                                          "model says it won't fit, then FSDP), ddp or "
+                                          "fsdp.")] = "auto",
+    memory: Annotated[str | None, typer.Option(help="One device's memory for the DDP/FSDP "
+                                               "choice, e.g. 80GB (default: measured).")
+                      ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train the run's model on its prepared data into runs/NAME/final/."""
-    from lmalloc.train.launch import train_run
+    from lmalloc.cost.budget import parse_size
+    from lmalloc.train.launch import launch_train
 
+    memory_bytes = parse_size(memory) if memory is not None else None
     attach_run_log(run)
-    result = train_run(run, recipe, max_tokens=max_tokens, max_seconds=max_seconds, lr=lr,
-                       resume=resume, progress=show_progress(as_json))
+    result = launch_train(run, recipe, nproc=nproc, parallel=parallel,
+                          memory_bytes=memory_bytes, max_tokens=max_tokens,
+                          max_seconds=max_seconds, lr=lr, resume=resume,
+                          progress=show_progress(as_json),
+                          say=lambda m: say(m, show=not as_json))
     emit(result, as_json, _render_train)
 
 
@@ -42,6 +55,9 @@ def _render_train(r: dict[str, Any]) -> None:
     console.print(f"[bold]{r['status']}[/] after {r['steps']} steps, {r['tokens']:,} tokens, "
                   f"{r['seconds']:.1f} s ({r['reason']}). {val}")
     console.print(f"checkpoint: {r['out_dir']}/checkpoint")
+    layout = r.get("parallel") or {}
+    if layout.get("nproc", 1) > 1:
+        console.print(f"{layout['nproc']} processes, {layout['parallel'].upper()}")
 
 
 @app.command(name="eval")

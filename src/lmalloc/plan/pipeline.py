@@ -15,9 +15,11 @@ final run's hard time limit bounds).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 from lmalloc.errors import UserError
 from lmalloc.plan.budget_bar import BudgetBar
 from lmalloc.plan.explore import LADDER_CSV, Recipe
-from lmalloc.rundir import RunDir, atomic_write_json, read_json
+from lmalloc.rundir import RunDir, atomic_write_json, disk_error, read_json, remove_stale_temps
 
 DEFAULT_BUDGET = "15m"
 LADDER_FLOOR_HALVINGS = 2
@@ -63,7 +65,10 @@ class Pipeline:
     """One run of the whole pipeline; ``Pipeline(run_dir, options).run()``."""
 
     def __init__(self, run_dir: str | Path, options: RunOptions,
-                 say: Callable[[str], None] = lambda _m: None, progress: bool = False) -> None:
+                 say: Callable[[str], None] = lambda _m: None, progress: bool = False,
+                 nproc: int = 1, parallel: str = "auto") -> None:
+        # how the final run is laid out (not a run option: a resume may use other values)
+        self.nproc, self.parallel = nproc, parallel
         self.run_dir = RunDir(run_dir)
         self.opt = options
         self.recipe = Recipe(**{**asdict(options.recipe), "seed": options.seed})
@@ -94,6 +99,39 @@ class Pipeline:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Run (or resume) every stage. One ``lmalloc run`` per run directory at a time (a
+        lock); what killed writes left behind is removed first; a write the disk refuses
+        (full, read-only) is a :class:`UserError` naming the file."""
+        with self._run_lock():
+            remove_stale_temps(self.run_dir.root)
+            try:
+                return self._run()
+            except Exception as e:
+                err = disk_error(self.run_dir.root, e)
+                if err is None:
+                    raise
+                raise err from e
+
+    @contextlib.contextmanager
+    def _run_lock(self) -> Iterator[None]:
+        path = self.run_dir.root / ".run.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(path, "a+")  # noqa: SIM115 - held for the whole run
+        except OSError as e:
+            raise (disk_error(path, e) or e) from e
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"another `lmalloc run` is running on {self.run_dir.root} "
+                                f"(lock {path}); wait for it to finish") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _run(self) -> dict[str, Any]:
         self._check_options()
         self._prepare()
         self._profile()
@@ -340,10 +378,12 @@ class Pipeline:
         return 0.0 if self.unit == "flops" else min(30.0, 0.03 * self.total)
 
     def _train(self) -> None:
-        from lmalloc.train.launch import train_run
+        from lmalloc.train.launch import launch_train
 
         self.run_dir.verify_artifact(PLAN_JSON)
-        train_run(self.run_dir.root, progress=self.progress)
+        launch_train(self.run_dir.root, nproc=self.nproc, parallel=self.parallel,
+                     memory_bytes=self.memory, progress=self.progress, say=self.say,
+                     memory_source="the run's hardware profile or budget mem=")
 
     def _eval(self) -> None:
         from lmalloc.evaluate.perplexity import evaluate_run
@@ -423,6 +463,8 @@ def fit_warnings(params: dict[str, float]) -> list[str]:
 
 def run_pipeline(run_dir: str | Path, options: RunOptions | None = None,
                  say: Callable[[str], None] = lambda _m: None,
-                 progress: bool = False) -> dict[str, Any]:
-    """Run (or resume) the whole pipeline; returns ``summary.json``."""
-    return Pipeline(run_dir, options or RunOptions(), say, progress).run()
+                 progress: bool = False, nproc: int = 1,
+                 parallel: str = "auto") -> dict[str, Any]:
+    """Run (or resume) the whole pipeline; returns ``summary.json``. ``nproc`` and
+    ``parallel``: the final run's processes and layout (see ``train.launch.launch_train``)."""
+    return Pipeline(run_dir, options or RunOptions(), say, progress, nproc, parallel).run()

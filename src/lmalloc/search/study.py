@@ -33,7 +33,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from lmalloc.errors import UserError
-from lmalloc.rundir import RunDir
+from lmalloc.rundir import RunDir, disk_error
 from lmalloc.search.objective import Limits, TrialFailed, TrialObjective
 from lmalloc.search.space import SearchSpace
 
@@ -66,35 +66,22 @@ class SearchSettings:
     trial_seconds: float = 0.0  # that the budget cannot pay for
     study_name: str = STUDY_NAME
     hardware: str | None = None  # profile for the time and memory checks (None: this machine)
+    backend: str = "local"  # where trials run: local processes, or tasks on a Ray cluster
+    address: str = "auto"  # the Ray cluster (backend ray): auto or HOST:PORT of its head
+    trial_cpus: float = 1.0  # what one Ray task declares (and the torch threads it uses)
+    trial_gpus: float = 0.0
 
 
 def storage_url(run_dir: str | Path, storage: str | None) -> str:
     return storage or f"sqlite:///{Path(run_dir).resolve() / 'study.db'}"
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``; an unreachable one is a :class:`UserError`."""
-    try:
-        if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend
+def open_storage(url: str, max_retry: int = 2) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``; an unreachable one is a :class:`UserError` (quickly: a
+    shared database has a connect timeout). Details in :mod:`lmalloc.search.storage`."""
+    from lmalloc.search import storage
 
-            path = url.removeprefix("journal:").removeprefix("//")
-            return optuna.storages.JournalStorage(JournalFileBackend(path))
-        if url.startswith("sqlite:"):
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"connect_args": {"timeout": 120}}
-            )
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=30, grace_period=120,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=2),
-        )
-    except Exception as e:  # sqlalchemy errors, missing drivers, bad URLs
-        raise UserError(
-            f"cannot open the study storage {url!r}: {type(e).__name__}: {e}. Check the URL, "
-            "that the server is reachable, and that its driver is installed "
-            "(pip install 'lmalloc[postgres]' for PostgreSQL)"
-        ) from None
+    return storage.open_storage(url, max_retry)
 
 
 def _local(url: str) -> bool:
@@ -117,22 +104,54 @@ def make_pruner(name: str, max_tokens: int | None) -> optuna.pruners.BasePruner:
     raise UserError(f"unknown pruner {name!r}: expected one of {', '.join(PRUNERS)}")
 
 
-def load_study(s: SearchSettings, worker: int = 0) -> optuna.Study:
+def load_study(s: SearchSettings, worker: int = 0, check_space: bool = True) -> optuna.Study:
+    """Open (or create) the study of ``s``.
+
+    Joining an existing study checks that it holds the same search (space and number of
+    objectives): another one is a :class:`UserError` and the study is left untouched. A study
+    this call creates and cannot finish setting up is deleted again (no partial study). With a
+    shared database, trials of workers that stopped sending heartbeats are failed and retried.
+
+    Args:
+        check_space: False for read-only views (``--status``) that may not know the space.
+    """
+    from lmalloc.search import storage as stg
     from lmalloc.search.strategies import make_sampler
 
     space = SearchSpace.from_dict(s.space)
     pruned = {"pruned": s.pruner != "none"} if s.strategy == "auto" else {}
     sampler = make_sampler(s.strategy, space, seed=s.seed + worker, **pruned)
     directions = [StudyDirection.MINIMIZE] * (2 if s.second_objective else 1)
+    url = storage_url(s.run_dir, s.storage)
+    storage = open_storage(url, s.max_retry)
+    existed = stg.study_exists(storage, s.study_name)
     study = optuna.create_study(
-        study_name=s.study_name, storage=open_storage(storage_url(s.run_dir, s.storage)),
-        sampler=sampler, pruner=make_pruner(s.pruner, s.base_train.get("max_tokens")),
+        study_name=s.study_name, storage=storage, sampler=sampler,
+        pruner=make_pruner(s.pruner, s.base_train.get("max_tokens")),
         directions=directions, load_if_exists=True,
     )
-    if "strategy" not in study.user_attrs:  # what the report labels the study's history with
+    if check_space:  # before anything is written to it
+        stg.check_same_search(study, s.space, len(directions), url)
+    try:
+        _label_study(study, s, sampler)
+    except BaseException:
+        if not existed:
+            stg.drop_if_empty(storage, s.study_name)
+        raise
+    stg.fail_stale_trials(study)
+    return study
+
+
+def _label_study(study: optuna.Study, s: SearchSettings, sampler: Any) -> None:
+    """Record what the report labels the history with, and the space later workers must share."""
+    from lmalloc.search.storage import SPACE_ATTR
+
+    attrs = study.user_attrs
+    if "strategy" not in attrs:
         chosen = type(sampler).__name__
         study.set_user_attr("strategy", s.strategy if s.strategy != "auto" else f"auto={chosen}")
-    return study
+    if SPACE_ATTR not in attrs:
+        study.set_user_attr(SPACE_ATTR, s.space)
 
 
 @contextlib.contextmanager
@@ -232,12 +251,19 @@ def _optimize(s: SearchSettings, worker: int) -> None:
             study.stop()
 
     while not _exhausted(s):
-        if s.n_trials is not None and _finished_count(study) >= s.n_trials:
+        if s.n_trials is not None and _claimed_count(study) >= s.n_trials:
             break
         if s.strategy == "grid" and _grid_done(study):
             break
         study.optimize(objective, n_trials=1, catch=(TrialFailed,),
                        callbacks=[stop_when_done], gc_after_trial=True)
+
+
+def _claimed_count(study: optuna.Study) -> int:
+    """Finished trials plus those other workers are running: a worker starts a trial only
+    while this is below ``n_trials``, so parallel workers do not overshoot it (two that ask at
+    the same instant still can, by one)."""
+    return len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
 
 
 def _grid_done(study: optuna.Study) -> bool:
@@ -260,24 +286,40 @@ def run_search(
     """Run (or resume) the search described by ``s`` and return its summary.
 
     Args:
-        s: the settings; workers: parallel local processes (1 = this process).
+        s: the settings; workers: parallel local processes (1 = this process), or with
+            ``s.backend == "ray"`` the trials in flight on the cluster at once.
         on_poll: called with the study every couple of seconds (the CLI's live table).
         join_existing: a ``--worker`` joining a shared study: no lock, no orphan recovery.
     """
     if workers < 1:
         raise UserError(f"invalid workers = {workers}: expected at least 1")
+    if s.backend not in ("local", "ray"):
+        raise UserError(f"invalid backend = {s.backend!r}: expected local or ray")
     SearchSpace.from_dict(s.space)  # validate before anything is created
     url = storage_url(s.run_dir, s.storage)
     lock = (local_search_lock(s.run_dir) if _local(url) and not join_existing
             else contextlib.nullcontext())
-    with lock:
-        study = load_study(s)
-        if _local(url) and not join_existing:
-            recover_orphans(study, s.max_retry)
-        if workers == 1:
-            _run_inline(s, study, on_poll)
-        else:
-            _run_processes(s, workers, study, on_poll)
+    cluster: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if s.backend == "ray":  # connect first: an unreachable cluster leaves no study behind
+        from lmalloc.search import ray_backend
+
+        cluster = ray_backend.ray_session(s)
+    try:
+        with cluster, lock:
+            study = load_study(s)
+            if _local(url) and not join_existing:
+                recover_orphans(study, s.max_retry)
+            if s.backend == "ray":
+                ray_backend.run_trials_on_ray(s, study, workers, on_poll)
+            elif workers == 1:
+                _run_inline(s, study, on_poll)
+            else:
+                _run_processes(s, workers, study, on_poll)
+    except Exception as e:  # a full or read-only disk under the study: exit 2, not a trace
+        err = disk_error(s.run_dir, e)
+        if err is None:
+            raise
+        raise err from e
     return summarize(load_study(s))
 
 

@@ -10,6 +10,11 @@ A checkpoint folder holds
 
 It is written into a temporary folder and renamed (:func:`lmalloc.rundir.atomic_dir`), so a
 killed process leaves the previous checkpoint or the new one, never a mix.
+
+The format does not depend on how the run was laid out: a model sharded with FSDP is
+gathered into whole tensors first (:func:`full_state`, a collective every rank calls; rank 0
+writes), and loading into a sharded model cuts the whole tensors into this rank's shards. So
+a checkpoint written by N processes (DDP or FSDP) resumes on M, and on one.
 """
 
 from __future__ import annotations
@@ -99,15 +104,119 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+# -- sharded (FSDP) models --------------------------------------------------------------------
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``model``'s parameters are FSDP ``DTensor`` shards."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in unwrap(model).parameters())
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The whole model and optimizer state dicts, on CPU when the model is sharded.
+
+    For a sharded model this gathers every tensor: all ranks must call it, in step. Tied
+    weights stay one tensor object, so the file stores them once, as for a plain model.
+    """
+    model = unwrap(model)
+    sd = model.state_dict()
+    osd = optimizer.state_dict() if optimizer is not None else None
+    if not is_sharded(model):
+        return sd, osd
+    from lmalloc.train.distributed import to_full
+
+    gathered: dict[int, torch.Tensor] = {}
+    params = dict(model.named_parameters(remove_duplicate=False))
+    full: dict[str, torch.Tensor] = {}
+    for name, value in sd.items():
+        p = params.get(name)
+        key = id(p) if p is not None else id(value)
+        if key not in gathered:
+            gathered[key] = to_full((p if p is not None else value).detach()).cpu()
+        full[name] = gathered[key]
+    if osd is not None:  # new dicts: state_dict() shares the optimizer's own per-param dicts
+        osd = {**osd, "state": {
+            idx: {name: to_full(v).cpu() if isinstance(v, torch.Tensor) else v
+                  for name, v in sorted(osd["state"][idx].items())}
+            for idx in sorted(osd["state"])}}
+    return full, osd
+
+
+class _StateDictOf(nn.Module):
+    """A stand-in whose ``state_dict()`` is a given dict (``save_model`` only asks for that)."""
+
+    def __init__(self, sd: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self._sd = sd
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        return dict(self._sd)
+
+
+def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``full`` cut like the ``DTensor`` ``like`` (this rank's shard), else ``full`` as is."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(like, DTensor) and full.dim() > 0:
+        return distribute_tensor(full.to(like.device, like.dtype), like.device_mesh,
+                                 like.placements)
+    return full
+
+
+def _load_sharded_weights(file: Path, model: nn.Module) -> None:
+    """Copy a whole-tensor file into a sharded model (every rank reads the file)."""
+    try:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise _unreadable(file, e) from None
+    params = dict(model.named_parameters(remove_duplicate=False))
+    names_of: dict[int | str, list[str]] = {}  # a tied parameter has several names
+    for name in model.state_dict():
+        obj = params.get(name)
+        names_of.setdefault(id(obj) if obj is not None else name, []).append(name)
+    missing = [names[0] for names in names_of.values() if not any(n in tensors
+                                                                   for n in names)]
+    if missing:
+        raise UserError(f"checkpoint {file.parent} does not match the model: missing {missing}")
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for names in names_of.values():
+            stored = tensors[next(n for n in names if n in tensors)]
+            target = params.get(names[0], buffers.get(names[0]))
+            if target is not None:
+                target.copy_(_shard_like(stored, target))
+
+
+def _shard_optimizer_state(sd: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """Cut the whole optimizer tensors of ``sd`` like the parameters they belong to."""
+    flat = [p for g in optimizer.param_groups for p in g["params"]]
+    for idx, st in sd["state"].items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor) and idx < len(flat) and v.shape == flat[idx].shape:
+                st[name] = _shard_like(v, flat[idx])
+
+
 # -- save / load ------------------------------------------------------------------------------
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                     state: dict[str, Any]) -> Path:
-    """Write a checkpoint folder atomically; ``state`` is progress (JSON-able)."""
+    """Write a checkpoint folder atomically; ``state`` is progress (JSON-able).
+
+    For a sharded model use :func:`full_state` on every rank and :func:`write_checkpoint` on
+    rank 0 (this function gathers, so it would wait for the other ranks forever).
+    """
+    model_sd, optim_sd = full_state(model, optimizer)
+    return write_checkpoint(path, model_sd, optim_sd, state)
+
+
+def write_checkpoint(path: str | Path, model_sd: dict[str, torch.Tensor],
+                     optim_sd: dict[str, Any] | None, state: dict[str, Any]) -> Path:
+    """Write whole state dicts (from :func:`full_state`) as a checkpoint folder, atomically."""
     state = {**state, "rng": rng_state()}
     with atomic_dir(path) as tmp:
-        save_model(unwrap(model), str(tmp / MODEL_FILE))
-        if optimizer is not None:
-            tensors, meta = _split_optimizer(optimizer.state_dict())
+        save_model(_StateDictOf(model_sd), str(tmp / MODEL_FILE))
+        if optim_sd is not None:
+            tensors, meta = _split_optimizer(optim_sd)
             save_file(tensors, str(tmp / OPTIM_FILE))
             state["optimizer"] = meta
         atomic_write_json(tmp / STATE_FILE, state)
@@ -153,8 +262,12 @@ def check_shapes(path: str | Path, model: nn.Module) -> None:
 
 
 def load_weights(path: str | Path, model: nn.Module) -> None:
-    """Load ``model.safetensors`` into ``model`` (shape-checked)."""
+    """Load ``model.safetensors`` into ``model`` (shape-checked; sharded models: a
+    collective, every rank calls it)."""
     check_shapes(path, model)
+    if is_sharded(model):
+        _load_sharded_weights(Path(path) / MODEL_FILE, unwrap(model))
+        return
     try:
         missing, unexpected = st_load_model(unwrap(model), str(Path(path) / MODEL_FILE),
                                             strict=False)
@@ -177,6 +290,8 @@ def load_checkpoint(path: str | Path, model: nn.Module,
         except (SafetensorError, OSError) as e:
             raise _unreadable(Path(path) / OPTIM_FILE, e) from None
         sd = _join_optimizer(tensors, state["optimizer"])
+        if is_sharded(model):
+            _shard_optimizer_state(sd, optimizer)
         try:
             optimizer.load_state_dict(sd)
         except (ValueError, KeyError) as e:

@@ -4,16 +4,28 @@ The trainer is the same program on one process and on many: ``torchrun --nproc_p
 sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`init_distributed` reads them and joins
 the group (gloo on CPU, NCCL on CUDA). Without them everything here is a no-op. Only rank 0
 writes files; each rank reads its own micro-batches (see ``Trainer``'s data rule), gradients
-are averaged by DDP, and losses are averaged with :func:`all_reduce_mean`.
+are averaged by DDP (or reduce-scattered by FSDP), and losses are averaged with
+:func:`all_reduce_mean`.
+
+Two layouts (``parallel``): ``ddp`` replicates the model and optimizer on every rank;
+``fsdp`` shards weights, gradients and optimizer state over the ranks with torch's FSDP2
+(:func:`torch.distributed.fsdp.fully_shard`, ZeRO-3), one unit per transformer block plus
+the root (embeddings, tied output head, final norm), for models whose replicas do not fit.
+Which one a run uses is decided by :func:`lmalloc.train.launch.choose_parallel`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+PARALLEL_MODES = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,57 @@ def broadcast_int(value: int, ctx: DistContext) -> int:
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
+
+
+def wrap_ddp(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """``model`` under DDP (gradients all-reduced at the last micro-batch of a step)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DDP(model, device_ids=ids)
+
+
+def shard_fsdp(model: nn.Module, ctx: DistContext) -> None:
+    """Shard ``model`` in place with FSDP2: each transformer block, then the root.
+
+    Must run before the optimizer is built (the parameters become ``DTensor`` shards). Tied
+    weights (embedding = output head) both live in the root unit, so they stay tied.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
+    blocks = getattr(getattr(model, "transformer", None), "h", None)
+    for block in blocks if isinstance(blocks, nn.ModuleList) else ():
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+@contextlib.contextmanager
+def grad_sync(model: nn.Module, parallel: str, ctx: DistContext, sync: bool) -> Iterator[None]:
+    """Skip the gradient reduction of a micro-batch that is not the last of its step.
+
+    DDP: ``model.no_sync()``; FSDP2: ``set_requires_gradient_sync(False)`` (gradients stay
+    unsharded and accumulate locally until the last micro-batch reduce-scatters them).
+    """
+    if sync or not ctx.enabled:
+        yield
+    elif parallel == "fsdp":
+        model.set_requires_gradient_sync(False)  # type: ignore[operator]
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)  # type: ignore[operator]
+    else:
+        with model.no_sync():  # type: ignore[operator]
+            yield
+
+
+def to_full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a ``DTensor`` shard (a collective: every rank calls it), else
+    ``t`` itself."""
+    full = getattr(t, "full_tensor", None)
+    return full() if callable(full) else t
 
 
 def cleanup(ctx: DistContext) -> None:

@@ -6,7 +6,13 @@ Data rule (what makes resume exact and DDP match one process): the optimizer ste
 ``split.window_batch(s * A + j, micro_batch, seq_len, seed)``, a pure function of
 ``(seed, s, j)``. Rank ``r`` of ``W`` takes ``j = r * A/W ... (r+1) * A/W - 1``, so the global
 batch of a step does not depend on the number of processes, and a resumed run at step ``s``
-reads what an uninterrupted one would.
+reads what an uninterrupted one would. A run resumed on another number of processes keeps
+the micro-batch size its checkpoint was drawn with (and so the same batches), or refuses
+(:func:`lmalloc.train.launch.batch_layout`).
+
+Data parallelism (under ``torchrun``): ``parallel="ddp"`` replicates the model,
+``parallel="fsdp"`` shards it (:mod:`lmalloc.train.distributed`); both give the one-process
+result up to float reduction order, and both write the one-process checkpoint format.
 
 Out folder: ``config.json`` (model and train config, hash), ``metrics.jsonl``,
 ``checkpoint/`` (latest, resumable) and ``snapshots/<tokens>/`` (kept checkpoints).
@@ -33,11 +39,17 @@ from lmalloc.train import checkpoint as ckpt
 from lmalloc.train.callbacks import Callback, MetricsFile, ProgressBar, StopTraining
 from lmalloc.train.config import TrainConfig
 from lmalloc.train.distributed import (
+    PARALLEL_MODES,
     DistContext,
     all_reduce_mean,
     broadcast_int,
+    grad_sync,
     init_distributed,
+    shard_fsdp,
+    to_full,
+    wrap_ddp,
 )
+from lmalloc.train.launch import batch_layout
 from lmalloc.train.optim import build_optimizer, set_lr
 from lmalloc.train.schedules import Schedule, branch, make_schedule
 
@@ -101,6 +113,8 @@ class Trainer:
             FLOP limits of ``train_cfg`` are then ignored (``max_seconds`` still applies).
         cooldown_tokens: length of the branch's cooldown (required with ``branch_from``).
         progress: show a progress bar (only on a terminal).
+        parallel: ``ddp`` or ``fsdp``: how several processes (``torchrun``) share the model;
+            ignored on one process.
     """
 
     def __init__(
@@ -108,7 +122,7 @@ class Trainer:
         out_dir: str | Path, callbacks: tuple[Callback, ...] | list[Callback] = (),
         resume: bool = True, *, model: nn.Module | None = None,
         init_from: str | Path | None = None, branch_from: str | Path | None = None,
-        cooldown_tokens: int | None = None, progress: bool = False,
+        cooldown_tokens: int | None = None, progress: bool = False, parallel: str = "ddp",
     ) -> None:
         self.model_cfg, self.cfg = model_cfg, train_cfg
         self.out_dir = Path(out_dir)
@@ -116,12 +130,15 @@ class Trainer:
         self.branch_from = Path(branch_from) if branch_from is not None else None
         self.cooldown_tokens = cooldown_tokens
         self._check_branch_args()
+        if parallel not in PARALLEL_MODES:
+            raise UserError(f"invalid parallel = {parallel!r}: expected one of "
+                            f"{', '.join(PARALLEL_MODES)}")
         self.ctx: DistContext = init_distributed(train_cfg.device)
+        self.parallel = parallel if self.ctx.enabled else "single"
         self.data: TokenSource = (TokenData(data_dir) if isinstance(data_dir, (str, Path))
                                   else data_dir)
         self._check_shapes()
-        self.accum = train_cfg.grad_accum(self.ctx.world_size)
-        self.micro = train_cfg.micro_batch_for(self.ctx.world_size)
+        self.micro, self.accum = batch_layout(train_cfg, self.ctx.world_size)
         self.flops_per_token = model_flops_per_token(model_cfg, train_cfg.seq_len)
         self._given_model = model
         self.callbacks: list[Callback] = []
@@ -182,6 +199,8 @@ class Trainer:
         self.model.train()
         if self.init_from is not None:
             ckpt.load_weights(self.init_from, self.model)
+        if self.parallel == "fsdp":
+            shard_fsdp(self.model, self.ctx)  # before the optimizer: it holds the shards
         self.optimizer = build_optimizer(self.model, self.cfg, self.ctx.device)
         self.autocast_dtype = self._precision()
         self.train_model: nn.Module = self.model
@@ -189,11 +208,8 @@ class Trainer:
                        else self.ctx.device.type == "cuda")
         if use_compile:
             self.train_model = torch.compile(self.model)  # type: ignore[assignment]
-        if self.ctx.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-            self.train_model = DDP(self.train_model, device_ids=ids)
+        if self.parallel == "ddp":
+            self.train_model = wrap_ddp(self.train_model, self.ctx)
 
     def _limit_steps(self) -> int | None:
         c, lims = self.cfg, []
@@ -216,6 +232,9 @@ class Trainer:
         if self.resume and ckpt.has_checkpoint(here):
             self._check_resumable(here)
             self.state.update(ckpt.load_checkpoint(here, self.model, self.optimizer))
+            self.micro, self.accum = batch_layout(self.cfg, self.ctx.world_size,
+                                                  self.state.get("micro_batch"),
+                                                  self.state.get("world_size"))
             self.schedule = Schedule.from_dict(self.state["schedule"])
             self.total_steps = self.state["total_steps"]
         elif self.branch_from is not None:
@@ -268,7 +287,8 @@ class Trainer:
                 "branch_from": str(self.branch_from) if self.branch_from else None,
                 "cooldown_tokens": self.cooldown_tokens,
                 "init_from": str(self.init_from) if self.init_from else None,
-                "world_size": self.ctx.world_size, "config_hash": self.config_hash(),
+                "world_size": self.ctx.world_size, "parallel": self.parallel,
+                "micro_batch": self.micro, "config_hash": self.config_hash(),
                 "schedule": self.schedule.to_dict(), "total_steps": self.total_steps,
                 "flops_per_token": self.flops_per_token,
             })
@@ -333,17 +353,15 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.ctx.device, dtype=torch.float32)
         for m in range(self.accum):
             x, y = self._micro_batch(self.step, m)
-            last = m == self.accum - 1
-            sync = contextlib.nullcontext() if last or not self.ctx.enabled else \
-                self.train_model.no_sync()  # type: ignore[operator]
-            with sync:
+            sync_model = self.model if self.parallel == "fsdp" else self.train_model
+            with grad_sync(sync_model, self.parallel, self.ctx, sync=m == self.accum - 1):
                 with self._autocast():
                     _, loss = self.train_model(x, y)
                 (loss / self.accum).backward()
             loss_sum += loss.detach().float()
         loss_t = all_reduce_mean(loss_sum / self.accum, self.ctx)
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        grad_norm = to_full(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
         loss_v, norm_v = float(loss_t), float(grad_norm)
         if math.isfinite(loss_v) and math.isfinite(norm_v):
             self.optimizer.step()
@@ -386,10 +404,16 @@ class Trainer:
         return None
 
     def _evaluate(self) -> tuple[str, str] | None:
+        # FSDP gathers weights in every forward, so all ranks must run the same batches: each
+        # evaluates the whole (small, eval_tokens-capped) val sample rather than a share of it
+        split_eval = self.parallel != "fsdp"
         res = evaluate_lm(self.model, self.val, seq_len=self.cfg.seq_len,
                           batch_size=self.micro, max_tokens=self.cfg.eval_tokens or None,
-                          autocast_dtype=self.autocast_dtype, rank=self.ctx.rank,
-                          world_size=self.ctx.world_size)
+                          autocast_dtype=self.autocast_dtype,
+                          rank=self.ctx.rank if split_eval else 0,
+                          world_size=self.ctx.world_size if split_eval else 1)
+        if not split_eval:  # the root unit stays gathered after a forward without backward
+            self.model.reshard()  # type: ignore[operator]
         s = self.state
         row = {"step": self.step, "tokens": s["tokens"], "flops": s["flops"],
                "seconds": self.seconds(), "val_loss": res["loss"], "val_bpb": res["bpb"],
@@ -406,11 +430,17 @@ class Trainer:
                 self.save(self.out_dir / "snapshots" / str(t))
 
     def save(self, path: Path) -> None:
-        """Write a resumable checkpoint of the current state (rank 0 only)."""
+        """Write a resumable checkpoint of the current state (rank 0 writes; under FSDP every
+        rank takes part in gathering the shards)."""
+        if self.parallel != "fsdp" and not self.ctx.is_main:
+            return
+        model_sd, optim_sd = ckpt.full_state(self.model, self.optimizer)
         if self.ctx.is_main:
             state = {**self.state, "seconds": self.seconds(), "config_hash": self.config_hash(),
-                     "schedule": self.schedule.to_dict(), "total_steps": self.total_steps}
-            ckpt.save_checkpoint(path, self.model, self.optimizer, state)
+                     "schedule": self.schedule.to_dict(), "total_steps": self.total_steps,
+                     "micro_batch": self.micro, "world_size": self.ctx.world_size,
+                     "parallel": self.parallel}
+            ckpt.write_checkpoint(path, model_sd, optim_sd, state)
 
     def _finish(self, status: str, reason: str) -> TrainResult:
         s = self.state
