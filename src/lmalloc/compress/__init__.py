@@ -1,6 +1,6 @@
 """Compression to a deployment budget: group-wise weight quantization with exact sizes
-(``quantize``), safetensors storage (``store``), per-layer sensitivity and the global format
+(``quantize``: round-to-nearest; ``gptq``: error-compensating, calibrated), pruning
+(``prune``: magnitude, Wanda, 2:4, heads, neurons; ``recover``: fine-tuning through the
+trainer), safetensors storage (``store``), per-layer sensitivity and the global format
 allocation under a byte budget (``allocate``), and the ``compress`` stage (``stage``).
-
-Pruning and error-compensating (GPTQ-style) quantization are not here yet.
 """

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from lmalloc.errors import UserError, invalid
 
 ALLOWED_BITS = (2, 3, 4, 8)
 KEEP = "keep"  # the format name for "leave this layer as it is"
+TIED = "lm_head"  # the output head; tied to the input embedding in lmalloc GPTs
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,16 @@ class QuantLinear(nn.Module):
         if linear.bias is not None:
             raise UserError("quantizing a linear layer with a bias is not supported; "
                             "lmalloc GPT layers have none: is this checkpoint ours?")
-        q = cls(linear.in_features, linear.out_features, fmt)
-        codes, scale, zero = quantize_weight(linear.weight, fmt)
+        return cls.from_codes(linear.in_features, linear.out_features, fmt,
+                              *quantize_weight(linear.weight, fmt))
+
+    @classmethod
+    def from_codes(cls, in_features: int, out_features: int, fmt: QuantFormat,
+                   codes: torch.Tensor, scale: torch.Tensor,
+                   zero: torch.Tensor | None) -> QuantLinear:
+        """Pack ``(codes, scale, zero)`` as returned by any quantizer of this format (RTN
+        here, GPTQ in :mod:`lmalloc.compress.gptq`)."""
+        q = cls(in_features, out_features, fmt)
         q.packed.copy_(pack_codes(codes, fmt.bits))
         q.scale.copy_(scale)
         if zero is not None:
@@ -190,18 +200,45 @@ class QuantLinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, fmt={self.fmt.name}"
 
 
-def quantizable_layers(model: nn.Module) -> dict[str, nn.Linear]:
-    """The linear layers a format can be chosen for: all but ``lm_head`` (tied to the
-    embedding, which stays in its precision)."""
+class TiedEmbedding(nn.Module):
+    """The input embedding of a model whose tied output head is a :class:`QuantLinear`:
+    rows are looked up in the head's dequantized weight, so the one quantized matrix serves
+    both roles and is stored once (this module has no tensors of its own)."""
+
+    def __init__(self, head: QuantLinear, original: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "head", head)  # not a submodule: no second state-dict copy
+        object.__setattr__(self, "original", original)  # what set_module restores
+
+    head: QuantLinear
+    original: nn.Module
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(idx, self.head.weight_fp32())
+
+
+def quantizable_layers(model: nn.Module, tied: bool = False) -> dict[str, nn.Linear]:
+    """The linear layers a format can be chosen for: all but ``lm_head``, and ``lm_head`` too
+    when ``tied`` (for a tied model its format is the embedding's too: see
+    :func:`set_module`)."""
     return {n: m for n, m in model.named_modules()
-            if isinstance(m, nn.Linear) and not n.endswith("lm_head")}
+            if isinstance(m, nn.Linear) and (tied or not n.endswith(TIED))}
 
 
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Replace the submodule called ``name`` (dotted path) by ``module``."""
+    """Replace the submodule called ``name`` (dotted path) by ``module``. For the tied
+    ``lm_head`` of a GPT the input embedding follows: a :class:`TiedEmbedding` reading the
+    quantized head, or the original embedding again when the original head comes back."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
+    cfg = getattr(model, "cfg", None)
+    if name != TIED or not getattr(cfg, "tie_embeddings", False):
+        return
+    trunk: Any = model.transformer
+    wte = trunk.wte
+    original = wte.original if isinstance(wte, TiedEmbedding) else wte
+    trunk.wte = TiedEmbedding(module, original) if isinstance(module, QuantLinear) else original
 
 
 def quantize_model(model: nn.Module, formats: dict[str, str]) -> nn.Module:
@@ -210,7 +247,7 @@ def quantize_model(model: nn.Module, formats: dict[str, str]) -> nn.Module:
     Raises:
         UserError: a name is not a quantizable layer, or a format name is malformed.
     """
-    layers = quantizable_layers(model)
+    layers = quantizable_layers(model, tied=True)
     unknown = sorted(set(formats) - set(layers))
     if unknown:
         raise invalid("layer", unknown[0], f"one of the model's linear layers ({len(layers)})")

@@ -1,7 +1,8 @@
 """A quantized GPT in one safetensors file; the JSON header says each layer's format.
 
-The header's ``__metadata__`` holds ``lmalloc.model`` (the GPT config) and
-``lmalloc.formats`` (``{layer: format name}``); the tensors are exactly the state dict that
+The header's ``__metadata__`` holds ``lmalloc.model`` (the GPT config), ``lmalloc.formats``
+(``{layer: format name}``) and ``lmalloc.structure`` (each block's head count and MLP width,
+which structured pruning changes); the tensors are exactly the state dict that
 :func:`lmalloc.compress.quantize.size_bytes` counts, so the file is that size plus the header.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from lmalloc.compress.prune import apply_structure, structure_of
 from lmalloc.compress.quantize import KEEP, QuantFormat, QuantLinear, set_module
 from lmalloc.errors import UserError
 from lmalloc.model.config import GPTConfig
@@ -36,7 +38,8 @@ def save_quantized(model: GPT, formats: dict[str, str], path: str | os.PathLike[
     from safetensors.torch import save_file
 
     meta = {"lmalloc.model": json.dumps(model.cfg.to_dict()),
-            "lmalloc.formats": json.dumps(formats, sort_keys=True)}
+            "lmalloc.formats": json.dumps(formats, sort_keys=True),
+            "lmalloc.structure": json.dumps(structure_of(model), sort_keys=True)}
     save_file(_unique_state(model), str(path), metadata=meta)
     return Path(path)
 
@@ -57,15 +60,17 @@ def load_quantized(path: str | os.PathLike[str]) -> tuple[GPT, dict[str, str]]:
     cfg = GPTConfig.from_dict(json.loads(meta["lmalloc.model"]))
     formats: dict[str, str] = json.loads(meta["lmalloc.formats"])
     model = GPT(cfg)
+    apply_structure(model, json.loads(meta.get("lmalloc.structure", "{}")))
     for name, fmt in formats.items():
         if fmt != KEEP:
             lin = model.get_submodule(name)
             assert isinstance(lin, torch.nn.Linear)
             set_module(model, name, QuantLinear(lin.in_features, lin.out_features,
                                                 QuantFormat.parse(fmt)))
-    if cfg.tie_embeddings and "transformer.wte.weight" not in state:
+    tied_fp = cfg.tie_embeddings and formats.get("lm_head", KEEP) == KEEP
+    if tied_fp and "transformer.wte.weight" not in state:
         state["transformer.wte.weight"] = state["lm_head.weight"]
-    if cfg.tie_embeddings and "lm_head.weight" not in state:
+    if tied_fp and "lm_head.weight" not in state:
         state["lm_head.weight"] = state["transformer.wte.weight"]
     model.load_state_dict(state, strict=True)
     return model.eval(), formats

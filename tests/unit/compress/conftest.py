@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,10 @@ from lmalloc.data.shards import write_token_splits
 from lmalloc.model.io import save_model
 
 
-@pytest.fixture
-def tiny_compress_run(tmp_path: Path) -> Path:
-    """runs/demo with data/ (train + val splits) and final/ (config.json, checkpoint/)."""
-    root = tmp_path / "runs" / "demo"
+@pytest.fixture(scope="session")
+def _compress_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once per session (30 training steps); tests get a fresh copy."""
+    root = tmp_path_factory.mktemp("compress") / "runs" / "demo"
     rng = np.random.default_rng(0)
     # a learnable stream: each token mostly follows its predecessor + 1
     steps = np.where(rng.random(6000) < 0.8, 1, rng.integers(0, VOCAB, 6000))
@@ -35,4 +36,12 @@ def tiny_compress_run(tmp_path: Path) -> Path:
         loss.backward()
         opt.step()
     save_model(model.eval(), root / "final", extra={"train": {"seq_len": 32}})
+    return root
+
+
+@pytest.fixture
+def tiny_compress_run(_compress_template: Path, tmp_path: Path) -> Path:
+    """runs/demo with data/ (train + val splits) and final/ (config.json, checkpoint/)."""
+    root = tmp_path / "runs" / "demo"
+    shutil.copytree(_compress_template, root)
     return root

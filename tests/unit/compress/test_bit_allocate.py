@@ -9,6 +9,7 @@ from _compressdata import VOCAB, tiny_model
 
 from lmalloc.compress.allocate import (
     Problem,
+    dominated,
     measure_sensitivity,
     pareto,
     proxy_sensitivity,
@@ -86,3 +87,46 @@ def test_sensitivity_and_proxy_on_tiny_model() -> None:
     proxy = proxy_sensitivity(model, formats, idx)
     assert np.all(proxy[:, 1] < proxy[:, 2])
     assert -1.0 <= spearman(measured, proxy, formats) <= 1.0
+
+
+def test_dominated_formats_are_the_ones_no_optimum_needs() -> None:
+    # layer 0: f1 is larger and worse than f0 (dominated); f2 ties f0 exactly (the later
+    # of identical formats is dropped); layer 1: a plain trade-off, nothing dominated
+    p = _problem([[1.0, 2.0, 1.0], [3.0, 2.0, 1.0]], [[5, 6, 5], [1, 2, 3]])
+    assert dominated(p).tolist() == [[False, True, True], [False, False, False]]
+
+
+def test_greedy_is_fast_and_feasible_on_hundreds_of_layers() -> None:
+    rng = np.random.default_rng(0)
+    nbytes = np.sort(rng.integers(100, 10_000, (300, 8)), axis=1)
+    cost = np.sort(rng.random((300, 8)), axis=1)[:, ::-1].copy()
+    p = Problem([f"l{i}" for i in range(300)], [str(j) for j in range(8)], cost, nbytes, 0)
+    budget = (p.min_bytes() + int(nbytes[:, -1].sum())) // 2
+    g, m = solve_greedy(p, budget), solve_milp(p, budget)
+    assert p.total(g)[1] <= budget and p.total(m)[1] <= budget
+    assert p.total(m)[0] <= p.total(g)[0] + 1e-9
+
+
+def test_joint_choice_keeps_the_best_measured_candidate() -> None:
+    from lmalloc.compress.quantize import size_bytes
+    from lmalloc.compress.stage import (
+        Calibration,
+        CompressSettings,
+        build_problem,
+        choose_jointly,
+    )
+
+    model = tiny_model()
+    formats = ["keep", "int8g16a", "int4g16a", "int2g16a"]
+    n = len(quantizable_layers(model))
+    cost = np.tile([0.0, 0.01, 0.1, 1.0], (n, 1))
+    cost[0] = [0.0, 5.0, 5.0, 5.0]  # the table says: keep layer 0, whatever it costs
+    p = build_problem(model, formats, cost)
+    budget = p.total([2] * n)[1]  # uniform int4 fits exactly
+    x = [torch.randint(0, VOCAB, (2, 32), generator=torch.Generator().manual_seed(0))]
+    calib = Calibration(x, x, x)
+    pick, q, cands = choose_jointly(model, p, budget, CompressSettings(method="rtn"), calib,
+                                    {}, lambda m: -float(size_bytes(m)))  # bigger is better
+    assert {"milp", "greedy", "uniform:int4g16a", "uniform:int2g16a"} <= set(cands)
+    assert cands[pick]["measured"] == min(c["measured"] for c in cands.values())
+    assert size_bytes(q) == cands[pick]["bytes"] <= budget

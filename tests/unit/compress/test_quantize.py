@@ -81,3 +81,27 @@ def test_safetensors_size_and_reload(tmp_path: Path) -> None:
     idx = torch.randint(0, VOCAB, (2, 32), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.equal(loaded(idx)[0], qm(idx)[0])
+
+
+def test_tied_embedding_quantized_once_and_reloads(tmp_path: Path) -> None:
+    from lmalloc.compress.quantize import TiedEmbedding, set_module
+
+    model = tiny_model()
+    layers = quantizable_layers(model, tied=True)
+    assert "lm_head" in layers and "lm_head" not in quantizable_layers(model)
+    formats = {n: "int8g16a" for n in layers}
+    qm = quantize_model(model, formats)
+    assert isinstance(qm.transformer.wte, TiedEmbedding)
+    vocab, d = VOCAB, 32
+    rest = size_bytes(quantize_model(model, {n: "int8g16a" for n in quantizable_layers(model)}))
+    assert size_bytes(qm) == rest - 4 * vocab * d + QuantFormat(8, 16).nbytes(vocab, d)
+    path = save_quantized(qm, formats, tmp_path / "t.safetensors")
+    header = int.from_bytes(path.read_bytes()[:8], "little")
+    assert path.stat().st_size == 8 + header + size_bytes(qm)
+    loaded, _ = load_quantized(path)
+    idx = torch.randint(0, VOCAB, (2, 32), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref, q = model(idx)[0], loaded(idx)[0]
+        assert torch.equal(q, qm(idx)[0]) and (ref - q).abs().max() < 0.05 * ref.abs().max()
+    set_module(qm, "lm_head", model.lm_head)  # restoring the head restores the embedding
+    assert isinstance(qm.transformer.wte, torch.nn.Embedding)
