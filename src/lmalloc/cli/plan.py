@@ -3,6 +3,7 @@ planned from a finished exploration)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +32,11 @@ def run_(
     parallel: Annotated[str, typer.Option(help="Final run with --nproc > 1: auto (DDP unless "
                                           "the memory model says it won't fit, then FSDP), "
                                           "ddp or fsdp.")] = "auto",
+    deploy_memory: Annotated[str | None, typer.Option(help="Size the deployed model must fit "
+                                                      "(e.g. 2MB): the plan chooses size and "
+                                                      "bits jointly and the final model is "
+                                                      "compressed to it (same as deploy= in "
+                                                      "--budget).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Prepare, explore, fit, plan, train and evaluate under one budget (resumable)."""
@@ -38,6 +44,8 @@ def run_(
     from lmalloc.train.launch import check_parallel_request
 
     check_parallel_request(nproc, parallel)  # before any budget is spent
+    if deploy_memory is not None:
+        budget = f"{budget},deploy={deploy_memory}"
     opts = RunOptions(data=tuple(str(p) for p in data or ()), budget=budget,
                       hardware=hardware, seed=seed, vocab_size=vocab_size)
     attach_run_log(run, create=True)
@@ -58,6 +66,15 @@ def _render_summary(s: dict[str, Any]) -> None:
     console.print(f"[bold]predicted[/] val loss {pl['value']:.4f} [{pl['low']:.4f}, "
                   f"{pl['high']:.4f}]; [bold]achieved[/] {got['val_loss']:.4f} ({inside} the "
                   f"interval); {got['eval_bpb']:.4f} bits/byte on the whole val split")
+    d = s.get("deploy")
+    if d:
+        dl, got = d["predicted"]["loss"], d["achieved"]
+        where = "inside" if d["within_interval"] else "OUTSIDE"
+        lo, hi = (math.nan if v is None else v for v in (dl["low"], dl["high"]))
+        console.print(f"[bold]deployed[/] in {got['size_bytes']:,} of {d['limit_bytes']:,.0f} "
+                      f"bytes (planned {d['planned_bits'] or 'float'} bits): predicted loss "
+                      f"{dl['value']:.4f} [{lo:.4f}, {hi:.4f}], achieved {got['loss']:.4f} "
+                      f"({where} the interval)")
     unit = s["budget"]["unit"]
     total = s["budget"]["total"]
     console.print(f"[bold]budget[/] {s['budget']['text']}: spent "

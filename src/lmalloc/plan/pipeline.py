@@ -1,5 +1,6 @@
 """``lmalloc run``: prepare → profile → split → search → ladder → fit → plan → train → eval →
-summary, under one budget, in one run directory.
+summary → report, under one budget, in one run directory; with a deployment limit
+(``deploy=2MB`` in the budget) also precision (after fit) and compress (after eval).
 
 Every stage writes its artifact atomically and records itself in the manifest; a rerun skips
 finished stages and resumes the interrupted one (the search from its study, the ladder run by
@@ -16,6 +17,7 @@ final run's hard time limit bounds).
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import math
 import time
@@ -33,13 +35,17 @@ DEFAULT_BUDGET = "15m"
 LADDER_FLOOR_HALVINGS = 2
 """When the budget cannot pay for a ladder of ``Recipe.min_params``-sized models (a slow or
 busy machine), the split halves that floor up to this many times before giving up."""
-STAGES = ("prepare", "profile", "split", "search", "ladder", "fit", "plan", "train", "eval",
-          "summary", "report")
+STAGES = ("prepare", "profile", "split", "search", "ladder", "fit", "precision", "plan", "train",
+          "eval", "compress", "summary", "report")
+DEPLOY_STAGES = ("precision", "compress")
+"""Run only with a deployment limit (``deploy=`` in the budget): measure what quantizing
+costs on the ladder's models before planning, and compress the final model to the limit."""
 PROFILE_JSON = "hardware.json"
 SPLIT_JSON = "split.json"
 SEARCH_JSON = "search.json"
 LAWS_JSON = "laws.json"
 PLAN_JSON = "plan.json"
+COMPRESSED_RESULT = "compressed/result.json"
 SUMMARY_JSON = "summary.json"
 
 
@@ -137,6 +143,8 @@ class Pipeline:
         self._profile()
         self._budget()
         for stage in STAGES[2:]:
+            if stage in DEPLOY_STAGES and self.deploy is None:
+                continue
             if not self._done(stage):
                 self.say(f"[bold]{stage}[/]")
                 t = time.perf_counter()
@@ -191,7 +199,7 @@ class Pipeline:
         else:
             raise UserError(f"the budget {self.opt.budget!r} gives neither time nor compute: "
                             "add one, e.g. '15m' or '1e15flops'")
-        self.memory = b.memory_bytes
+        self.memory, self.deploy = b.memory_bytes, b.deploy_bytes
         data = TokenData(self.run_dir.data)
         self.vocab = data.vocab_size
         val = data.split("val")
@@ -348,6 +356,30 @@ class Pipeline:
         self.run_dir.record_stage("fit", out=LAWS_JSON, points=int(ok.sum()),
                                   params=fit.params, warnings=warns)
 
+    def _precision(self) -> None:
+        from lmalloc.plan.precision import PRECISION_JSON, run_precision_stage
+
+        with open(self.run_dir.path(LADDER_CSV), newline="") as f:
+            rows = list(csv.DictReader(f))
+        law = run_precision_stage(self.run_dir, rows)
+        self.run_dir.record_artifact(PRECISION_JSON)
+        if law is None:
+            self.say("[yellow]warning:[/] the precision law could not be fitted (see "
+                     f"{PRECISION_JSON}); the plan ships the model unquantized")
+        self.run_dir.record_stage(
+            "precision", out=PRECISION_JSON, fitted=law is not None,
+            **({} if law is None else {"gamma_d": law.gamma_d, "gamma_n": law.gamma_n,
+                                       "gamma_b": law.gamma_b}))
+
+    def _deploy_limit(self) -> Any:
+        """The deployment limit and the run's precision law, for the planner (or None)."""
+        from lmalloc.plan.allocate import Deploy
+        from lmalloc.plan.precision import load_precision_law
+
+        if self.deploy is None:
+            return None
+        return Deploy(float(self.deploy), load_precision_law(self.run_dir))
+
     def _plan(self) -> None:
         from lmalloc.plan.planner import make_plan
         from lmalloc.scaling import load_laws
@@ -366,7 +398,7 @@ class Pipeline:
             warmup=float(params.get("warmup", self.recipe.warmup)),
             mup_base_width=int(best["proxy"]["d_model"]), tokens_per_byte=self.tokens_per_byte,
             memory_bytes=self.memory, source="search at the ladder's smallest width, μP",
-            time_scale=self.time_scale(),
+            time_scale=self.time_scale(), deploy=self._deploy_limit(),
         )
         atomic_write_json(self.run_dir.path(PLAN_JSON), plan)
         self.run_dir.record_artifact(PLAN_JSON)
@@ -374,8 +406,11 @@ class Pipeline:
                                   D=plan["predicted"]["D"])
 
     def _reserve(self) -> float:
-        """Budget kept back for evaluation and the summary (time budgets only)."""
-        return 0.0 if self.unit == "flops" else min(30.0, 0.03 * self.total)
+        """Budget kept back for evaluation and the summary, and for compression when there
+        is a deployment limit (time budgets only)."""
+        if self.unit == "flops":
+            return 0.0
+        return min(30.0, 0.03 * self.total) + (0.05 * self.total if self.deploy else 0.0)
 
     def _train(self) -> None:
         from lmalloc.train.launch import launch_train
@@ -390,6 +425,29 @@ class Pipeline:
 
         res = evaluate_run(self.run_dir.root)
         self.run_dir.record_stage("eval", out="eval.json", bpb=res["bpb"])
+
+    def _compress(self) -> None:
+        from lmalloc.compress.stage import compress_run
+
+        assert self.deploy is not None
+        res = compress_run(self.run_dir.root, budget_bytes=int(self.deploy))
+        self.run_dir.record_stage("compress", out=COMPRESSED_RESULT, size_bytes=res["size_bytes"],
+                                  loss=res["loss"], bpb=res["bpb"])
+
+    def _deploy_summary(self, plan: dict[str, Any]) -> dict[str, Any] | None:
+        """Predicted (law + plan) versus achieved (compressed model) after compression."""
+        shipped = plan.get("deploy")
+        if self.deploy is None or not shipped or shipped.get("loss") is None:
+            return None
+        got = read_json(self.run_dir.path(COMPRESSED_RESULT), "compression result")
+        pred = shipped["loss"]
+        lo, hi = pred.get("low"), pred.get("high")
+        return {"limit_bytes": self.deploy, "planned_bits": shipped.get("bits"),
+                "predicted": {"loss": pred, "bpb": shipped.get("bpb")},
+                "achieved": {"loss": got["loss"], "bpb": got["bpb"],
+                             "size_bytes": got["size_bytes"], "formats": got["formats"]},
+                "within_interval": lo is not None and hi is not None
+                and lo <= got["loss"] <= hi}
 
     def _summary(self) -> None:
         plan = read_json(self.run_dir.path(PLAN_JSON), "plan")
@@ -419,6 +477,7 @@ class Pipeline:
             "warnings": m["stages"]["fit"].get("warnings", []),
             "budget": {"text": self.opt.budget, "unit": self.unit, "total": self.total},
             "split": m.get("budget_split"),
+            "deploy": self._deploy_summary(plan),
         }
         atomic_write_json(self.run_dir.path(SUMMARY_JSON), summary)
         self.run_dir.record_stage("summary", out=SUMMARY_JSON)
