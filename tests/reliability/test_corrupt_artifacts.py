@@ -75,14 +75,14 @@ def test_truncated_checkpoint_state_is_refused(checkpoint):
         load_checkpoint(path, fresh()[0])
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoints carry no checksum: a same-size change to "
-                   "a weight is loaded silently (issue 11)")
-def test_altered_checkpoint_weights_are_detected(checkpoint):
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors"])
+def test_altered_checkpoint_weights_are_detected(checkpoint, name):
     from lmalloc.train.checkpoint import load_checkpoint
 
     path, fresh = checkpoint
-    _flip_last_byte(path / "model.safetensors")
-    with pytest.raises(UserError):
+    load_checkpoint(path, fresh()[0])  # intact: loads
+    _flip_last_byte(path / name)
+    with pytest.raises(UserError, match="checksum"):
         load_checkpoint(path, fresh()[0])
 
 

@@ -77,6 +77,9 @@ def load_model(run_or_final_dir: str | os.PathLike[str],
     weights = folder / WEIGHTS
     if not weights.exists():
         raise UserError(f"{weights} is missing: the run has no finished checkpoint")
+    from lmalloc.train.checkpoint import verify_files
+
+    verify_files(weights.parent)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:

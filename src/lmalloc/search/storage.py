@@ -165,10 +165,15 @@ class RetryStaleTrial:
             )
 
 
+def has_heartbeats(study: optuna.Study) -> bool:
+    """Whether the study's storage records heartbeats (so a dead worker's trial goes stale)."""
+    backend = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
+    return isinstance(backend, _HeartbeatStorage)
+
+
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail (and retry) trials of dead workers now, not only when the next trial starts."""
-    backend = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
-    if isinstance(backend, _HeartbeatStorage):
+    if has_heartbeats(study):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)

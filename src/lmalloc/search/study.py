@@ -250,9 +250,16 @@ def _optimize(s: SearchSettings, worker: int) -> None:
         if _exhausted(s) or (s.n_trials is not None and _finished_count(study) >= s.n_trials):
             study.stop()
 
+    # on a local file the workers are this search's processes: a trial another one runs will
+    # finish (or the search fails), so it counts now; on a shared database it may be an
+    # orphan that heartbeats will fail and retry, so only finished ones count, and a worker
+    # that is done waits for the others' trials and runs any retry they leave
+    local = _local(storage_url(s.run_dir, s.storage))
+    count = _claimed_count if local else _finished_count
     while not _exhausted(s):
-        if s.n_trials is not None and _claimed_count(study) >= s.n_trials:
-            break
+        if s.n_trials is not None and count(study) >= s.n_trials:
+            if local or not _await_others(study):
+                break
         if s.strategy == "grid" and _grid_done(study):
             break
         study.optimize(objective, n_trials=1, catch=(TrialFailed,),
@@ -264,6 +271,22 @@ def _claimed_count(study: optuna.Study) -> int:
     while this is below ``n_trials``, so parallel workers do not overshoot it (two that ask at
     the same instant still can, by one)."""
     return len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+
+
+def _await_others(study: optuna.Study, poll_s: float = 1.0) -> bool:
+    """Wait until no trial of another worker is RUNNING (a dead worker's is failed by its
+    stale heartbeat and re-queued); True when a re-queued trial is WAITING to be run. Without
+    heartbeats nothing could tell a dead worker from a slow one: no waiting."""
+    from lmalloc.search.storage import fail_stale_trials, has_heartbeats
+
+    while has_heartbeats(study):
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return True
+        if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            return False
+        time.sleep(poll_s)
+        fail_stale_trials(study)
+    return False
 
 
 def _grid_done(study: optuna.Study) -> bool:

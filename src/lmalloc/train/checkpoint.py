@@ -30,7 +30,7 @@ from safetensors.torch import load_model as st_load_model
 from torch import nn
 
 from lmalloc.errors import UserError
-from lmalloc.rundir import atomic_dir, atomic_write_json, read_json
+from lmalloc.rundir import atomic_dir, atomic_write_json, read_json, sha256_file
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.safetensors"
@@ -219,8 +219,27 @@ def write_checkpoint(path: str | Path, model_sd: dict[str, torch.Tensor],
             tensors, meta = _split_optimizer(optim_sd)
             save_file(tensors, str(tmp / OPTIM_FILE))
             state["optimizer"] = meta
+        state["sha256"] = {f.name: sha256_file(f) for f in (tmp / MODEL_FILE, tmp / OPTIM_FILE)
+                           if f.exists()}
         atomic_write_json(tmp / STATE_FILE, state)
     return Path(path)
+
+
+def verify_files(path: str | Path, state: dict[str, Any] | None = None) -> None:
+    """Check the weight files against the sha256 ``state.json`` recorded when they were
+    written (checkpoints from before that have none: nothing to check). A same-size edit or
+    bit rot is a :class:`UserError` naming the file, never loaded silently."""
+    folder = Path(path)
+    if state is None:
+        if not (folder / STATE_FILE).exists():
+            return
+        state = read_state(folder)
+    for name, want in (state.get("sha256") or {}).items():
+        file = folder / name
+        if file.exists() and sha256_file(file) != want:
+            raise UserError(f"{file} does not match the checksum in {folder / STATE_FILE}: it "
+                            "was altered or damaged after it was written; delete the "
+                            "checkpoint folder and rerun the stage that writes it")
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
@@ -283,6 +302,7 @@ def load_checkpoint(path: str | Path, model: nn.Module,
                     restore_rng: bool = True) -> dict[str, Any]:
     """Restore weights (and optimizer state and RNG) from a checkpoint; returns its state."""
     state = read_state(path)
+    verify_files(path, state)
     load_weights(path, model)
     if optimizer is not None and "optimizer" in state:
         try:
