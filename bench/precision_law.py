@@ -13,10 +13,10 @@ law's prediction and 90 % interval. This is what ``lmalloc run --deploy-memory``
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
+from lmalloc.plan.explore import read_ladder
 from lmalloc.plan.precision import BITS, measure_degradation, model_degradation
 from lmalloc.rundir import RunDir, atomic_write_json, read_json
 from lmalloc.scaling.precision import fit_precision_law
@@ -28,10 +28,8 @@ def one_run(root: Path, eval_tokens: int) -> dict:
     from lmalloc.data.shards import TokenData
 
     run = RunDir(root)
-    with open(run.path("ladder.csv")) as f:
-        rows = list(csv.DictReader(f))
     t0 = time.perf_counter()
-    measured = measure_degradation(run, rows, eval_tokens=eval_tokens)
+    measured = measure_degradation(run, read_ladder(run), eval_tokens=eval_tokens)
     law = fit_precision_law([m["N"] for m in measured], [m["D"] for m in measured],
                             [m["bits"] for m in measured], [m["delta"] for m in measured])
     plan = read_json(run.path("plan.json"))["predicted"]

@@ -93,6 +93,19 @@ def disk_error(path: str | os.PathLike[str], e: BaseException) -> UserError | No
     return DiskWriteError(where, code)
 
 
+@contextlib.contextmanager
+def refused_writes(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Inside: a write the file system refuses becomes :func:`disk_error`'s UserError naming
+    ``path``; every other error passes unchanged."""
+    try:
+        yield
+    except Exception as e:
+        err = disk_error(path, e)
+        if err is None:
+            raise
+        raise err from e
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -104,11 +117,9 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
     path = Path(path)
-    try:
+    with refused_writes(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise (disk_error(path, e) or e) from e
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
@@ -156,12 +167,10 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     An existing ``final`` is replaced only after the new one is complete.
     """
     final = Path(final)
-    try:
+    with refused_writes(final):
         final.parent.mkdir(parents=True, exist_ok=True)
         _restore_interrupted_swap(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    except OSError as e:
-        raise (disk_error(final, e) or e) from e
     try:
         yield tmp
         if final.exists():

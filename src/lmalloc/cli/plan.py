@@ -12,6 +12,7 @@ import typer
 from lmalloc.cli.app import app
 from lmalloc.cli.logs import adopt_optuna, attach_run_log
 from lmalloc.cli.output import JsonFlag, console, emit, say, show_progress
+from lmalloc.cli.train import NprocOption, ParallelOption
 
 
 @app.command(name="run")
@@ -27,11 +28,8 @@ def run_(
                                                  "this machine).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search and of every training.")] = 0,
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 4096,
-    nproc: Annotated[int, typer.Option(help="Processes of the final run (torchrun when > 1: "
-                                       "one per GPU, or CPU cores).")] = 1,
-    parallel: Annotated[str, typer.Option(help="Final run with --nproc > 1: auto (DDP unless "
-                                          "the memory model says it won't fit, then FSDP), "
-                                          "ddp or fsdp.")] = "auto",
+    nproc: NprocOption = 1,
+    parallel: ParallelOption = "auto",
     deploy_memory: Annotated[str | None, typer.Option(help="Size the deployed model must fit "
                                                       "(e.g. 2MB): the plan chooses size and "
                                                       "bits jointly and the final model is "

@@ -14,6 +14,14 @@ from lmalloc.cli.output import JsonFlag, console, emit, say, show_progress
 RunOpt = Annotated[Path, typer.Option("--run", help="The run directory (runs/NAME).")]
 
 
+# how the training of ``train`` and ``run``'s final stage is laid out (shared by both)
+NprocOption = Annotated[int, typer.Option(help="Training processes on this machine (one per "
+                                          "GPU, or CPU cores); > 1 runs under torchrun.")]
+ParallelOption = Annotated[str, typer.Option(help="With --nproc > 1: auto (DDP unless the "
+                                             "memory model says it won't fit, then FSDP), "
+                                             "ddp or fsdp.")]
+
+
 @app.command()
 def train(
     run: RunOpt,
@@ -26,11 +34,8 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from runs/NAME/final/checkpoint "
                                          "if present.")] = True,
-    nproc: Annotated[int, typer.Option(help="Training processes on this machine (one per GPU, "
-                                       "or CPU cores); > 1 runs under torchrun.")] = 1,
-    parallel: Annotated[str, typer.Option(help="With --nproc > 1: auto (DDP unless the memory "
-                                          "model says it won't fit, then FSDP), ddp or "
-                                          "fsdp.")] = "auto",
+    nproc: NprocOption = 1,
+    parallel: ParallelOption = "auto",
     memory: Annotated[str | None, typer.Option(help="One device's memory for the DDP/FSDP "
                                                "choice, e.g. 80GB (default: measured).")
                       ] = None,

@@ -82,20 +82,21 @@ class Deploy:
 
     def choose(self, cfg: GPTConfig, N: float, D: float, loss: Estimate) -> dict[str, Any]:
         """The best format for this shape; ``fits`` False (smallest size named) if none fits."""
+        options = self.bits if self.law is not None else (None,)
+        sizes = {b: stored_bytes(cfg, b, self.group_size) for b in options}
         best: dict[str, Any] | None = None
-        smallest = min(stored_bytes(cfg, b, self.group_size) for b in self.bits)
-        for b in self.bits if self.law is not None else (None,):
-            size = stored_bytes(cfg, b, self.group_size)
-            if size > self.memory_bytes:
+        for b in options:
+            if sizes[b] > self.memory_bytes:
                 continue
             delta = self.law.predict(N, D, b) if self.law is not None else Estimate(
                 0.0, 0.0, 0.0, loss.level)
             after = Estimate(loss.value + delta.value, loss.low + delta.low,
                              loss.high + delta.high, loss.level)
             if best is None or after.value < best["loss"]["value"]:
-                best = {"bits": b, "group_size": self.group_size, "bytes": size,
+                best = {"bits": b, "group_size": self.group_size, "bytes": sizes[b],
                         "delta": delta.to_dict(), "loss": after.to_dict(), "fits": True}
-        return best or {"fits": False, "smallest_bytes": smallest, "loss": loss.to_dict()}
+        return best or {"fits": False, "smallest_bytes": min(sizes.values()),
+                        "loss": loss.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,8 @@ def _candidate(
     if deploy is not None:
         shipped = deploy.choose(cfg, N, D, loss)
         if not shipped["fits"]:
-            reasons.append(f"stored in {shipped['smallest_bytes']:,} bytes at the fewest "
-                           f"bits, > the deployment limit {deploy.memory_bytes:,.0f}")
+            reasons.append(f"stored in {shipped['smallest_bytes']:,} bytes in its smallest "
+                           f"allowed format, > the deployment limit {deploy.memory_bytes:,.0f}")
     return Candidate(
         model=cfg.to_dict(), N=N, D=float(D), flops=float(C), loss=loss,
         seconds=float(t), memory_bytes=float(rec.memory.peak), micro_batch=rec.micro_batch,

@@ -176,3 +176,9 @@ def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
     w.writerows(rows)
     atomic_write_text(run.path(LADDER_CSV), buf.getvalue())
     return rows
+
+
+def read_ladder(run: RunDir) -> list[dict[str, str]]:
+    """The rows :func:`run_ladder_stage` wrote to ``ladder.csv`` (values as text)."""
+    with open(run.path(LADDER_CSV), newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))

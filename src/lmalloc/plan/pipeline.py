@@ -17,7 +17,6 @@ final run's hard time limit bounds).
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
 import math
 import time
@@ -28,8 +27,14 @@ from typing import Any
 
 from lmalloc.errors import UserError
 from lmalloc.plan.budget_bar import BudgetBar
-from lmalloc.plan.explore import LADDER_CSV, Recipe
-from lmalloc.rundir import RunDir, atomic_write_json, disk_error, read_json, remove_stale_temps
+from lmalloc.plan.explore import LADDER_CSV, Recipe, read_ladder
+from lmalloc.rundir import (
+    RunDir,
+    atomic_write_json,
+    read_json,
+    refused_writes,
+    remove_stale_temps,
+)
 
 DEFAULT_BUDGET = "15m"
 LADDER_FLOOR_HALVINGS = 2
@@ -108,24 +113,16 @@ class Pipeline:
         """Run (or resume) every stage. One ``lmalloc run`` per run directory at a time (a
         lock); what killed writes left behind is removed first; a write the disk refuses
         (full, read-only) is a :class:`UserError` naming the file."""
-        with self._run_lock():
+        with self._run_lock(), refused_writes(self.run_dir.root):
             remove_stale_temps(self.run_dir.root)
-            try:
-                return self._run()
-            except Exception as e:
-                err = disk_error(self.run_dir.root, e)
-                if err is None:
-                    raise
-                raise err from e
+            return self._run()
 
     @contextlib.contextmanager
     def _run_lock(self) -> Iterator[None]:
         path = self.run_dir.root / ".run.lock"
-        try:
+        with refused_writes(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             f = open(path, "a+")  # noqa: SIM115 - held for the whole run
-        except OSError as e:
-            raise (disk_error(path, e) or e) from e
         with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -359,9 +356,7 @@ class Pipeline:
     def _precision(self) -> None:
         from lmalloc.plan.precision import PRECISION_JSON, run_precision_stage
 
-        with open(self.run_dir.path(LADDER_CSV), newline="") as f:
-            rows = list(csv.DictReader(f))
-        law = run_precision_stage(self.run_dir, rows)
+        law = run_precision_stage(self.run_dir, read_ladder(self.run_dir))
         self.run_dir.record_artifact(PRECISION_JSON)
         if law is None:
             self.say("[yellow]warning:[/] the precision law could not be fitted (see "

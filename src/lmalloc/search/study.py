@@ -33,7 +33,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from lmalloc.errors import UserError
-from lmalloc.rundir import RunDir, disk_error
+from lmalloc.rundir import RunDir, refused_writes
 from lmalloc.search.objective import Limits, TrialFailed, TrialObjective
 from lmalloc.search.space import SearchSpace
 
@@ -327,22 +327,16 @@ def run_search(
         from lmalloc.search import ray_backend
 
         cluster = ray_backend.ray_session(s)
-    try:
-        with cluster, lock:
-            study = load_study(s)
-            if _local(url) and not join_existing:
-                recover_orphans(study, s.max_retry)
-            if s.backend == "ray":
-                ray_backend.run_trials_on_ray(s, study, workers, on_poll)
-            elif workers == 1:
-                _run_inline(s, study, on_poll)
-            else:
-                _run_processes(s, workers, study, on_poll)
-    except Exception as e:  # a full or read-only disk under the study: exit 2, not a trace
-        err = disk_error(s.run_dir, e)
-        if err is None:
-            raise
-        raise err from e
+    with refused_writes(s.run_dir), cluster, lock:  # a full disk: exit 2, not a trace
+        study = load_study(s)
+        if _local(url) and not join_existing:
+            recover_orphans(study, s.max_retry)
+        if s.backend == "ray":
+            ray_backend.run_trials_on_ray(s, study, workers, on_poll)
+        elif workers == 1:
+            _run_inline(s, study, on_poll)
+        else:
+            _run_processes(s, workers, study, on_poll)
     return summarize(load_study(s))
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmalloc.rundir import atomic_write_text, disk_error
+from lmalloc.rundir import atomic_write_text, refused_writes
 
 if TYPE_CHECKING:
     from lmalloc.train.trainer import Trainer, TrainResult
@@ -93,11 +93,9 @@ class MetricsFile(Callback):
 
     def _write(self, row: dict[str, Any]) -> None:
         if self._f is not None:
-            try:
+            with refused_writes(self.path):
                 self._f.write(json.dumps(row) + "\n")
                 self._f.flush()
-            except OSError as e:  # a full or read-only disk: a UserError naming the file
-                raise (disk_error(self.path, e) or e) from e
 
     def on_step(self, trainer: Trainer, row: dict[str, Any]) -> None:
         self._write({"kind": "train", **row})
