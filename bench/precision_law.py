@@ -16,8 +16,8 @@ import argparse
 import time
 from pathlib import Path
 
-from lmalloc.plan.explore import read_ladder
-from lmalloc.plan.precision import BITS, measure_degradation, model_degradation
+from lmalloc.run.explore import read_ladder
+from lmalloc.run.precision import BITS, measure_degradation, model_degradation
 from lmalloc.rundir import RunDir, atomic_write_json, read_json
 from lmalloc.scaling.precision import fit_precision_law
 

@@ -99,10 +99,10 @@ def plain_trials(n: int, tmp: Path) -> list[float]:
     """Seconds per trial of the same objective called directly on an in-memory study."""
     import optuna
 
-    from lmalloc.search.study import _BudgetedObjective
+    from lmalloc.search.study import BudgetedObjective
 
     run = make_run(Path(tempfile.mkdtemp(dir=tmp)) / "run")
-    objective = _BudgetedObjective(settings(run, n))
+    objective = BudgetedObjective(settings(run, n))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0),
                                 pruner=optuna.pruners.NopPruner())
     out = []

@@ -254,6 +254,25 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def verify_files(path: str | os.PathLike[str], state: dict[str, Any] | None = None,
+                 record: str = "state.json") -> None:
+    """Check a folder's files against the sha256 its ``record`` (a checkpoint's
+    ``state.json``) holds (folders from before checksums have none: nothing to check). A
+    same-size edit or bit rot is a :class:`UserError` naming the file, never loaded silently.
+    Here, at the bottom, because both the model loader and the trainer's checkpoints use it."""
+    folder = Path(path)
+    if state is None:
+        if not (folder / record).exists():
+            return
+        state = read_json(folder / record, "checkpoint state")
+    for name, want in (state.get("sha256") or {}).items():
+        file = folder / name
+        if file.exists() and sha256_file(file) != want:
+            raise UserError(f"{file} does not match the checksum in {folder / record}: it "
+                            "was altered or damaged after it was written; delete the "
+                            "checkpoint folder and rerun the stage that writes it")
+
+
 def safe_join(root: str | os.PathLike[str], rel: str | os.PathLike[str]) -> Path:
     """Join ``rel`` under ``root``, refusing any path that escapes it (``..``, absolute, links)."""
     root_r = Path(root).resolve()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmalloc.plan.explore import Recipe
-from lmalloc.plan.pipeline import RunOptions
+from lmalloc.plan.recipe import Recipe
+from lmalloc.run import RunOptions
 
 BUDGET = "4e10flops"
 RECIPE = Recipe(seq_len=32, batch_tokens=512, micro_batch=16, eval_tokens=2048, min_params=2e3)

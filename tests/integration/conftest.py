@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from _pipeline_run import options
 
-from lmalloc.plan.pipeline import run_pipeline
+from lmalloc.run import run_pipeline
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from _pipeline_run import options
 
 from lmalloc.model.accounting import stored_bytes
 from lmalloc.model.config import GPTConfig
-from lmalloc.plan.pipeline import run_pipeline
+from lmalloc.run import run_pipeline
 from lmalloc.rundir import RunDir
 
 

@@ -15,7 +15,7 @@ import pytest
 from _pipeline_run import options as _options  # finished_run: conftest.py
 
 from lmalloc.errors import UserError
-from lmalloc.plan.pipeline import run_pipeline
+from lmalloc.run import run_pipeline
 from lmalloc.rundir import RunDir
 
 
@@ -86,7 +86,7 @@ def test_killed_run_resumes_without_redoing_work(tiny_corpus_dir: Path, tmp_path
     root = tmp_path / "r"
     code = (
         "import sys; from pathlib import Path; "
-        "from lmalloc.plan.pipeline import run_pipeline; "
+        "from lmalloc.run import run_pipeline; "
         "sys.path.insert(0, sys.argv[1]); import test_run_pipeline as t; "
         "run_pipeline(sys.argv[2], t._options(Path(sys.argv[3])))"
     )

@@ -37,7 +37,7 @@ def run_once(root: str, corpus: str) -> int:
     from _pipeline_run import options
 
     from lmalloc.errors import UserError
-    from lmalloc.plan.pipeline import run_pipeline
+    from lmalloc.run import run_pipeline
 
     try:
         run_pipeline(root, options(Path(corpus)), say=_say)
@@ -57,10 +57,10 @@ def _preload() -> None:
 
     import lmalloc.data.pipeline  # noqa: F401
     import lmalloc.evaluate.perplexity  # noqa: F401
-    import lmalloc.plan.explore  # noqa: F401
-    import lmalloc.plan.pipeline  # noqa: F401
     import lmalloc.plan.planner  # noqa: F401
     import lmalloc.report.build  # noqa: F401
+    import lmalloc.run.explore  # noqa: F401
+    import lmalloc.run.pipeline  # noqa: F401
     import lmalloc.scaling  # noqa: F401
     import lmalloc.search.study  # noqa: F401
     import lmalloc.train.launch  # noqa: F401

@@ -37,7 +37,7 @@ def checkpoint(tmp_path):
 
     from lmalloc.model import GPTConfig
     from lmalloc.model.gpt import GPT
-    from lmalloc.train.checkpoint import save_checkpoint
+    from lmalloc.train.checkpoint import full_state, write_checkpoint
 
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=32, n_layer=1, n_head=2, d_model=16, seq_len=8)
@@ -46,7 +46,7 @@ def checkpoint(tmp_path):
     _, loss = model(torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 8, dtype=torch.long))
     loss.backward()
     opt.step()
-    path = save_checkpoint(tmp_path / "ckpt", model, opt, {"step": 1})
+    path = write_checkpoint(tmp_path / "ckpt", *full_state(model, opt), {"step": 1})
     return path, lambda: (GPT(cfg), torch.optim.AdamW(GPT(cfg).parameters(), lr=1e-3))
 
 

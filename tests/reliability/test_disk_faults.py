@@ -111,12 +111,13 @@ def checkpoint(tmp_path: Path):
 
     from lmalloc.model import GPTConfig
     from lmalloc.model.gpt import GPT
-    from lmalloc.train.checkpoint import save_checkpoint
+    from lmalloc.train.checkpoint import full_state, write_checkpoint
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=32, n_layer=1, n_head=2, d_model=16, seq_len=8))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    path = save_checkpoint(tmp_path / "trials" / "0" / "checkpoint", model, opt, {"step": 1})
+    path = write_checkpoint(tmp_path / "trials" / "0" / "checkpoint", *full_state(model, opt),
+                            {"step": 1})
     return path, model, opt
 
 
@@ -145,7 +146,7 @@ def test_checkpoint_save_on_a_full_disk_keeps_the_previous_one(checkpoint, monke
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
     with pytest.raises(UserError, match=rf"cannot write {path}.*disk is full"):
-        ck.save_checkpoint(path, model, opt, {"step": 2})
+        ck.write_checkpoint(path, *ck.full_state(model, opt), {"step": 2})
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in path.iterdir()} == files
     assert _temps(path.parent) == []

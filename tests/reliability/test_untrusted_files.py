@@ -62,10 +62,10 @@ def test_no_loader_in_the_library_can_unpickle():
 
 @pytest.mark.parametrize("target", ["optimizer.safetensors", "model.safetensors"])
 def test_checkpoint_with_pickle_payload_is_refused(tmp_path, target):
-    from lmalloc.train.checkpoint import load_checkpoint, save_checkpoint
+    from lmalloc.train.checkpoint import full_state, load_checkpoint, write_checkpoint
 
     model, opt = _tiny()
-    ckpt = save_checkpoint(tmp_path / "ckpt", model, opt, {"step": 1})
+    ckpt = write_checkpoint(tmp_path / "ckpt", *full_state(model, opt), {"step": 1})
     marker = tmp_path / "PWNED"
     _pickle_bomb(ckpt / target, marker)
     fresh, fresh_opt = _tiny()
@@ -89,10 +89,10 @@ def test_run_model_with_pickle_weights_is_refused(tmp_path):
 
 def test_checkpoint_state_json_cannot_smuggle_a_pickle(tmp_path):
     """state.json is JSON: a pickle there is just a corrupt file (UserError), never unpickled."""
-    from lmalloc.train.checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
+    from lmalloc.train.checkpoint import STATE_FILE, full_state, load_checkpoint, write_checkpoint
 
     model, opt = _tiny()
-    ckpt = save_checkpoint(tmp_path / "ckpt", model, opt, {"step": 1})
+    ckpt = write_checkpoint(tmp_path / "ckpt", *full_state(model, opt), {"step": 1})
     marker = tmp_path / "PWNED"
     _pickle_bomb(ckpt / STATE_FILE, marker)
     with pytest.raises(UserError, match="corrupt"):

@@ -38,7 +38,7 @@ def run_(
     as_json: JsonFlag = False,
 ) -> None:
     """Prepare, explore, fit, plan, train and evaluate under one budget (resumable)."""
-    from lmalloc.plan.pipeline import RunOptions, run_pipeline
+    from lmalloc.run import RunOptions, run_pipeline
     from lmalloc.train.launch import check_parallel_request
 
     check_parallel_request(nproc, parallel)  # before any budget is spent

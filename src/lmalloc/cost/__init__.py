@@ -5,8 +5,8 @@ measurement functions in :mod:`lmalloc.cost.profile` import torch, lazily.
 
 The API other stages use:
 
-- :func:`parse_budget` → :class:`Budget` (seconds, FLOPs, bytes); :func:`remaining` after
-  ``RunDir.spent()``.
+- :func:`parse_budget` → :class:`Budget` (seconds, FLOPs, bytes; ``unit_total()``: the one
+  unit a run spends it in).
 - :func:`get_hardware` → :class:`HardwareProfile` (built-in datasheet or measured profile).
 - :func:`predict_time` → :class:`~lmalloc.cost.time_model.TimeEstimate`.
 - :func:`estimate_memory` → :class:`~lmalloc.cost.memory.MemoryEstimate`;
@@ -16,7 +16,7 @@ The API other stages use:
 
 from __future__ import annotations
 
-from lmalloc.cost.budget import Budget, parse_budget, parse_size, parse_time, remaining
+from lmalloc.cost.budget import Budget, parse_budget, parse_size, parse_time
 from lmalloc.cost.estimate import estimate_run
 from lmalloc.cost.hardware import (
     BUILTIN,
@@ -52,5 +52,4 @@ __all__ = [
     "parse_time",
     "predict_time",
     "recommend",
-    "remaining",
 ]

@@ -85,6 +85,22 @@ class Budget:
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
+    def unit_total(self) -> tuple[str, float]:
+        """The one unit a run spends this budget in, and how much: FLOPs when compute was
+        given, else seconds; a :class:`UserError` when it gives neither.
+
+        >>> parse_budget("1e15flops,10m", hardware="h100").unit_total()
+        ('flops', 1000000000000000.0)
+        >>> parse_budget("90s", hardware="cpu").unit_total()
+        ('seconds', 90.0)
+        """
+        if self.flops_given is not None:
+            return "flops", float(self.flops_given)
+        if self.seconds is not None:
+            return "seconds", float(self.seconds)
+        raise UserError(f"the budget {self.text!r} gives neither time nor compute: add one, "
+                        "e.g. '15m' or '1e15flops'")
+
 
 def _positive(value: float, term: str) -> float:
     if not math.isfinite(value) or value <= 0:
@@ -231,24 +247,3 @@ def _canonical(terms: dict[str, str], prof: HardwareProfile) -> str:
         head = [f"{prof.count}x{prof.name}" + (":" + hw.partition(":")[2] if ":" in hw else "")]
     rest = [terms[k] for k in ("time", "flops", "money", "mem", "deploy") if k in terms]
     return ",".join([*head, *rest])
-
-
-def remaining(budget: Budget, spent: dict[str, float]) -> dict[str, float | None]:
-    """What is left of ``budget`` after ``spent`` (``RunDir.spent()``: FLOPs and seconds).
-
-    ``fraction`` is the smallest remaining share over the limited dimensions (1.0 when the
-    budget limits neither), so a stage can stop when its share is used.
-
-    >>> b = parse_budget("10m,1e15flops", hardware="h100")
-    >>> remaining(b, {"flops": 2.5e14, "seconds": 60.0})["fraction"]
-    0.75
-    """
-    left: dict[str, float | None] = {"flops": None, "seconds": None}
-    fractions = [1.0]
-    for key, total in (("flops", budget.flops), ("seconds", budget.seconds)):
-        if total is not None:
-            rest = max(0.0, total - float(spent.get(key, 0.0)))
-            left[key] = rest
-            fractions.append(rest / total)
-    left["fraction"] = min(fractions)
-    return left

@@ -29,7 +29,6 @@ from lmalloc.rundir import atomic_write_json, read_json
 GB = 1e9
 GIB = 2**30
 TERA = 1e12
-DTYPES = ("fp32", "tf32", "bf16", "fp16", "int8")
 # Assumed model-FLOP utilisation of a datasheet (unmeasured) GPU profile: well-tuned dense
 # transformer training reaches 35-55 % MFU on A100/H100 (e.g. PaLM, Chowdhery et al. 2022,
 # Table 3: 46 %; MegaScale, Jiang et al. 2024: 55 %). 0.40 is a deliberately middling guess;

@@ -45,6 +45,7 @@ from torch import nn
 
 from lmalloc.errors import UserError
 from lmalloc.rundir import atomic_write_json
+from lmalloc.train.device import device_type
 
 if TYPE_CHECKING:
     from lmalloc.evaluate.tasks import Example, Task
@@ -291,7 +292,7 @@ def finetune_task(run_dir: Path, task: Task, *, seed: int = 0, steps: int | None
     run_dir = Path(run_dir)
     default = run_dir / "finetune" / task.name / f"seed{seed}"
     out = Path(out_dir) if out_dir is not None else default
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = device or device_type()
     ctx = _load_run(run_dir, dev)
     evals = _eval_splits(task, max_eval)
     train = _examples(task, "train")

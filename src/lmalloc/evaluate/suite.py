@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lmalloc.errors import UserError
+from lmalloc.train.device import device_type
 
 
 def evaluate_suite(run_dir: str | Path, tasks: Sequence[str] = (), corpora: Sequence[str] = (),
@@ -25,7 +26,6 @@ def evaluate_suite(run_dir: str | Path, tasks: Sequence[str] = (), corpora: Sequ
     Returns:
         ``{"tasks": {name: {mode: result}}, "perplexity": {source: result}}``.
     """
-    import torch
     from tokenizers import Tokenizer
 
     from lmalloc.evaluate.corpora import corpus_path
@@ -42,7 +42,7 @@ def evaluate_suite(run_dir: str | Path, tasks: Sequence[str] = (), corpora: Sequ
     run = RunDir(run_dir)
     loaded = [load_task(t, data_root, max_examples=max_examples) for t in tasks]
     texts = [corpus_path(c, data_root) for c in corpora]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device_type()
     model, cfg = load_model(run.root, device)
     tok_path = find_tokenizer(run.root)
     tokenizer, eot_id = Tokenizer.from_file(str(tok_path)), find_eot_id(tok_path)

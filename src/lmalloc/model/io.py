@@ -16,7 +16,7 @@ import torch
 from lmalloc.errors import UserError
 from lmalloc.model.config import GPTConfig
 from lmalloc.model.gpt import GPT
-from lmalloc.rundir import read_json
+from lmalloc.rundir import read_json, verify_files
 
 CONFIG_FILE = "config.json"
 WEIGHTS = Path("checkpoint") / "model.safetensors"
@@ -77,8 +77,6 @@ def load_model(run_or_final_dir: str | os.PathLike[str],
     weights = folder / WEIGHTS
     if not weights.exists():
         raise UserError(f"{weights} is missing: the run has no finished checkpoint")
-    from lmalloc.train.checkpoint import verify_files
-
     verify_files(weights.parent)
     try:
         state = load_file(str(weights))

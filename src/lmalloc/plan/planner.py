@@ -27,11 +27,10 @@ from lmalloc.cost.time_model import predict_time
 from lmalloc.model.accounting import train_flops_per_token
 from lmalloc.model.config import GPTConfig
 from lmalloc.plan.allocate import Deploy, allocate
-from lmalloc.plan.explore import Recipe
+from lmalloc.plan.recipe import Recipe, SearchResult
 from lmalloc.scaling.estimate import Estimate
 from lmalloc.scaling.parametric import ParametricFit
 
-UNITS = ("flops", "seconds")
 TIME_SAFETY = 0.9  # plan the final run for 90 % of the time left: the time model errs ~13 %
 
 
@@ -39,7 +38,7 @@ def cost_function(unit: str, hw: HardwareProfile, recipe: Recipe, evals: int = 1
                   time_scale: float = 1.0) -> Callable[[GPTConfig, float], float]:
     """``cost(cfg, tokens)`` in the budget's unit: training FLOPs, or predicted seconds
     (including ``evals`` evaluations of ``recipe.eval_tokens``) times ``time_scale``, the
-    measured/predicted ratio of the run's own trainings (see ``Pipeline.time_scale``)."""
+    measured/predicted ratio of the run's own trainings (see ``RunContext.time_scale``)."""
     if unit == "flops":
         return lambda cfg, tokens: train_flops_per_token(cfg, recipe.seq_len) * tokens
 
@@ -104,12 +103,12 @@ def make_plan(
     model = {**chosen.model, "mup_base_width": mup_base_width}
     D = int(chosen.D)
     steps = D // recipe.batch_tokens
-    train = recipe.train_dict(
+    train = recipe.train_config(
         lr=lr, warmup=warmup, max_tokens=D, eval_every=max(1, steps // recipe.evals_per_run),
         checkpoint_every=max(1, steps // 10), micro_batch=chosen.micro_batch,
-    )
-    if unit == "seconds":
-        train["max_seconds"] = amount  # a hard stop; the plan itself uses TIME_SAFETY of it
+        # a hard stop; the plan itself uses TIME_SAFETY of it
+        max_seconds=amount if unit == "seconds" else None,
+    ).to_dict()
     return {
         "model": model,
         "train": train,
@@ -174,11 +173,12 @@ def plan_from_run(run_dir: str | Path, budget: str, hardware: str | None = None,
     from lmalloc.cost.hardware import get_hardware
     from lmalloc.data.shards import TokenData
     from lmalloc.errors import UserError
-    from lmalloc.rundir import RunDir, atomic_write_json, read_json
+    from lmalloc.layout import LAWS_JSON, SEARCH_JSON
+    from lmalloc.rundir import RunDir, atomic_write_json
     from lmalloc.scaling import load_laws
 
     run = RunDir(run_dir)
-    laws_path, search_path = run.path("laws.json"), run.path("search.json")
+    laws_path, search_path = run.path(LAWS_JSON), run.path(SEARCH_JSON)
     if not laws_path.exists() or not search_path.exists():
         raise UserError(f"{run.root} has no finished exploration (laws.json and search.json): "
                         "run `lmalloc run` there first, or `lmalloc fit` for laws alone")
@@ -189,21 +189,17 @@ def plan_from_run(run_dir: str | Path, budget: str, hardware: str | None = None,
     recipe = Recipe(**opts["recipe"]) if "recipe" in opts else Recipe()
     b = parse_budget(budget, hardware=hardware)
     hw = get_hardware(b.hardware, b.devices)
-    unit, amount = ("flops", b.flops_given) if b.flops_given else ("seconds", b.seconds)
-    if amount is None:
-        raise UserError(f"the budget {budget!r} gives neither time nor compute")
-    flops = b.flops if b.flops is not None else float(amount)
+    unit, amount = b.unit_total()
+    flops = b.flops if b.flops is not None else amount
     recipe = replace(recipe, batch_tokens=batch_for(flops, recipe, hw.count))
-    best = read_json(search_path, "search summary")
+    found = SearchResult.load(search_path, recipe)
     data = TokenData(run.data).split("val")
     plan = make_plan(
-        fit, amount=float(amount), unit=unit, hardware=hw,
-        vocab_size=TokenData(run.data).vocab_size, recipe=recipe,
-        lr=float(best["best_params"]["lr"]),
-        warmup=float(best["best_params"].get("warmup", recipe.warmup)),
-        mup_base_width=int(best["proxy"]["d_model"]),
+        fit, amount=amount, unit=unit, hardware=hw,
+        vocab_size=TokenData(run.data).vocab_size, recipe=recipe, lr=found.lr,
+        warmup=found.warmup, mup_base_width=found.base_width,
         tokens_per_byte=data.num_tokens / max(1, data.num_bytes), memory_bytes=b.memory_bytes,
-        source=f"{run.root}: search at width {best['proxy']['d_model']}, μP; batch from "
+        source=f"{run.root}: search at width {found.base_width}, μP; batch from "
                "DeepSeek's B*(C) law",
     )
     slug = "".join(c if c.isalnum() else "-" for c in b.text).strip("-")

@@ -25,13 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from lmalloc.errors import UserError
+from lmalloc.layout import (
+    DEPLOY_STAGES,
+    EVAL_JSON,
+    LADDER_CSV,
+    LAWS_JSON,
+    PLAN_JSON,
+    PROFILE_JSON,
+    SEARCH_JSON,
+    SPLIT_JSON,
+    STAGES,
+    SUMMARY_JSON,
+)
 from lmalloc.rundir import MANIFEST, RunDir, read_json
 
 LADDER_COLUMNS = ("N", "D", "C", "loss")
-# ``lmalloc run``'s stages in order (lmalloc.plan.pipeline.STAGES + "report"; repeated here
-# because plan imports report, not the other way); other stages a run recorded are appended.
-PIPELINE_STAGES = ("prepare", "profile", "split", "search", "ladder", "fit", "plan", "train",
-                   "eval", "summary", "report")
 STATE_DONE, STATE_RUNNING, STATE_NOT_RUN = "done", "running", "not run"
 
 
@@ -233,21 +241,21 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunArtifacts:
     run = RunDir(root)
     art = RunArtifacts(root=root, manifest=run.manifest())
     for attr, rel, what in (("data", "data/data.json", "data summary"),
-                            ("hardware", "hardware.json", "hardware profile"),
-                            ("split", "split.json", "budget split"),
-                            ("search", "search.json", "search summary"),
-                            ("plan", "plan.json", "plan"),
-                            ("eval", "eval.json", "evaluation"),
-                            ("summary", "summary.json", "run summary")):
+                            ("hardware", PROFILE_JSON, "hardware profile"),
+                            ("split", SPLIT_JSON, "budget split"),
+                            ("search", SEARCH_JSON, "search summary"),
+                            ("plan", PLAN_JSON, "plan"),
+                            ("eval", EVAL_JSON, "evaluation"),
+                            ("summary", SUMMARY_JSON, "run summary")):
         setattr(art, attr, _optional_json(root / rel, what))
-    art.ladder_rows = read_ladder_csv(root / "ladder.csv")
-    if (root / "laws.json").is_file():
+    art.ladder_rows = read_ladder_csv(root / LADDER_CSV)
+    if (root / LAWS_JSON).is_file():
         from lmalloc.scaling import load_laws
 
         try:
-            art.laws = load_laws(root / "laws.json")
+            art.laws = load_laws(root / LAWS_JSON)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise UserError(f"laws file {root / 'laws.json'} is corrupt ({type(e).__name__}: "
+            raise UserError(f"laws file {root / LAWS_JSON} is corrupt ({type(e).__name__}: "
                             f"{e}); delete it and rerun the fit") from None
     art.compressed = _compressed(root)
     return art
@@ -259,7 +267,10 @@ def run_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     from lmalloc.report.build import summary_text
 
     art = load_run(run_dir)
-    names = list(PIPELINE_STAGES)
+    # ``lmalloc run``'s stages in order (the deployment ones only when the budget has a
+    # deployment limit); other stages a run recorded are appended
+    deploy = "deploy=" in str(art.manifest.get("run_options", {}).get("budget", ""))
+    names = [s for s in STAGES if deploy or s not in DEPLOY_STAGES or s in art.stages]
     names += [s for s in [*art.stages, *art.by_stage()] if s not in names]
     by = art.by_stage()
     stages = [{"stage": s, "state": art.stage_state(s), **by.get(s, {"flops": 0.0,

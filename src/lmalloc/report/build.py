@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lmalloc.layout import REPORT_HTML
 from lmalloc.report.artifacts import RunArtifacts, load_run
 from lmalloc.report.page import Page, Section
 from lmalloc.report.plots import (
@@ -25,7 +26,6 @@ from lmalloc.report.plots import (
     read_studies,
 )
 
-REPORT_HTML = "report.html"
 NOT_RUN = "not run yet"
 
 

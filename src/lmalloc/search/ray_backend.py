@@ -38,18 +38,18 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
 from lmalloc.errors import UserError, invalid
 from lmalloc.search.objective import TrialFailed
 from lmalloc.search.space import SearchSpace
+from lmalloc.search.storage import heartbeat
 from lmalloc.search.study import (
+    BudgetedObjective,
     SearchSettings,
-    _BudgetedObjective,
-    _finished_count,
-    _grid_done,
     budget_left,
+    finished_count,
+    grid_done,
     make_pruner,
     open_storage,
     storage_url,
@@ -172,8 +172,8 @@ def run_trial_task(settings: dict[str, Any], trial_id: int, threads: int) -> dic
     trial = optuna.Trial(study, trial_id)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     try:  # heartbeats (shared databases only) let other workers retry it if all of Ray dies
-        with get_heartbeat_thread(trial_id, study._storage):
-            value = _BudgetedObjective(s)(trial)
+        with heartbeat(study, trial_id):
+            value = BudgetedObjective(s)(trial)
     except optuna.TrialPruned as e:
         return {"state": "pruned", "reason": str(e)}
     except TrialFailed as e:
@@ -189,9 +189,9 @@ class _Flight:
 
 def _can_start(s: SearchSettings, study: optuna.Study, in_flight: int) -> bool:
     """Another trial fits: under ``n_trials`` and the budget pays for it and all in flight."""
-    if s.n_trials is not None and _finished_count(study) + in_flight >= s.n_trials:
+    if s.n_trials is not None and finished_count(study) + in_flight >= s.n_trials:
         return False
-    if s.strategy == "grid" and _grid_done(study):
+    if s.strategy == "grid" and grid_done(study):
         return False
     left, need = budget_left(s), in_flight + 1
     if left["flops"] is not None and left["flops"] < need * max(s.trial_flops, 1e-9):
@@ -249,7 +249,7 @@ def run_trials_on_ray(s: SearchSettings, study: optuna.Study, workers: int,
     budget cannot pay for one more on top of those in flight; then waits for the rest.
     """
     ray = import_ray()
-    _BudgetedObjective(s)  # a bad space or recipe is the user's error here, not a task's
+    BudgetedObjective(s)  # a bad space or recipe is the user's error here, not a task's
     space = SearchSpace.from_dict(s.space)
     task = ray.remote(run_trial_task).options(
         num_cpus=s.trial_cpus, num_gpus=s.trial_gpus, max_retries=0, name="lmalloc-trial")

@@ -23,6 +23,7 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -163,6 +164,20 @@ class RetryStaleTrial:
             study.enqueue_trial(
                 trial.params, user_attrs={"retry_of": trial.number, "retry_depth": depth + 1}
             )
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
+    """Send a trial's heartbeats while the block runs (a no-op without heartbeat storage).
+
+    ``Study.optimize`` does this itself; a trial asked and told by hand (the Ray backend's)
+    must do it too, and Optuna offers no public API for it. This is the one place that uses
+    its private ``optuna.storages._heartbeat`` module, so an Optuna release that moves it
+    breaks here alone (tests/integration's Ray tests exercise it)."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    with get_heartbeat_thread(trial_id, study._storage):
+        yield
 
 
 def has_heartbeats(study: optuna.Study) -> bool:

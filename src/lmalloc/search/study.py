@@ -209,11 +209,11 @@ def _exhausted(s: SearchSettings) -> bool:
         left["seconds"] is not None and left["seconds"] < max(s.trial_seconds, 1e-9))
 
 
-def _finished_count(study: optuna.Study) -> int:
+def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-class _BudgetedObjective(TrialObjective):
+class BudgetedObjective(TrialObjective):
     """The trial objective with each trial capped at what is left of the budget."""
 
     def __init__(self, s: SearchSettings) -> None:
@@ -244,10 +244,10 @@ class _BudgetedObjective(TrialObjective):
 def _optimize(s: SearchSettings, worker: int) -> None:
     """One worker: trials until the study has ``n_trials`` finished or the budget is spent."""
     study = load_study(s, worker)
-    objective = _BudgetedObjective(s)
+    objective = BudgetedObjective(s)
 
     def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if _exhausted(s) or (s.n_trials is not None and _finished_count(study) >= s.n_trials):
+        if _exhausted(s) or (s.n_trials is not None and finished_count(study) >= s.n_trials):
             study.stop()
 
     # on a local file the workers are this search's processes: a trial another one runs will
@@ -255,12 +255,12 @@ def _optimize(s: SearchSettings, worker: int) -> None:
     # orphan that heartbeats will fail and retry, so only finished ones count, and a worker
     # that is done waits for the others' trials and runs any retry they leave
     local = _local(storage_url(s.run_dir, s.storage))
-    count = _claimed_count if local else _finished_count
+    count = _claimed_count if local else finished_count
     while not _exhausted(s):
         if s.n_trials is not None and count(study) >= s.n_trials:
             if local or not _await_others(study):
                 break
-        if s.strategy == "grid" and _grid_done(study):
+        if s.strategy == "grid" and grid_done(study):
             break
         study.optimize(objective, n_trials=1, catch=(TrialFailed,),
                        callbacks=[stop_when_done], gc_after_trial=True)
@@ -289,7 +289,7 @@ def _await_others(study: optuna.Study, poll_s: float = 1.0) -> bool:
     return False
 
 
-def _grid_done(study: optuna.Study) -> bool:
+def grid_done(study: optuna.Study) -> bool:
     sampler = study.sampler
     return bool(getattr(sampler, "is_exhausted", lambda s: False)(study))
 

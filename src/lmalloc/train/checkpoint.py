@@ -30,7 +30,7 @@ from safetensors.torch import load_model as st_load_model
 from torch import nn
 
 from lmalloc.errors import UserError
-from lmalloc.rundir import atomic_dir, atomic_write_json, read_json, sha256_file
+from lmalloc.rundir import atomic_dir, atomic_write_json, read_json, sha256_file, verify_files
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.safetensors"
@@ -198,20 +198,10 @@ def _shard_optimizer_state(sd: dict[str, Any], optimizer: torch.optim.Optimizer)
 
 
 # -- save / load ------------------------------------------------------------------------------
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    state: dict[str, Any]) -> Path:
-    """Write a checkpoint folder atomically; ``state`` is progress (JSON-able).
-
-    For a sharded model use :func:`full_state` on every rank and :func:`write_checkpoint` on
-    rank 0 (this function gathers, so it would wait for the other ranks forever).
-    """
-    model_sd, optim_sd = full_state(model, optimizer)
-    return write_checkpoint(path, model_sd, optim_sd, state)
-
-
 def write_checkpoint(path: str | Path, model_sd: dict[str, torch.Tensor],
                      optim_sd: dict[str, Any] | None, state: dict[str, Any]) -> Path:
-    """Write whole state dicts (from :func:`full_state`) as a checkpoint folder, atomically."""
+    """Write whole state dicts (from :func:`full_state`, which every rank of a sharded model
+    calls) as a checkpoint folder, atomically; ``state`` is progress (JSON-able)."""
     state = {**state, "rng": rng_state()}
     with atomic_dir(path) as tmp:
         save_model(_StateDictOf(model_sd), str(tmp / MODEL_FILE))
@@ -223,23 +213,6 @@ def write_checkpoint(path: str | Path, model_sd: dict[str, torch.Tensor],
                            if f.exists()}
         atomic_write_json(tmp / STATE_FILE, state)
     return Path(path)
-
-
-def verify_files(path: str | Path, state: dict[str, Any] | None = None) -> None:
-    """Check the weight files against the sha256 ``state.json`` recorded when they were
-    written (checkpoints from before that have none: nothing to check). A same-size edit or
-    bit rot is a :class:`UserError` naming the file, never loaded silently."""
-    folder = Path(path)
-    if state is None:
-        if not (folder / STATE_FILE).exists():
-            return
-        state = read_state(folder)
-    for name, want in (state.get("sha256") or {}).items():
-        file = folder / name
-        if file.exists() and sha256_file(file) != want:
-            raise UserError(f"{file} does not match the checksum in {folder / STATE_FILE}: it "
-                            "was altered or damaged after it was written; delete the "
-                            "checkpoint folder and rerun the stage that writes it")
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
@@ -302,7 +275,7 @@ def load_checkpoint(path: str | Path, model: nn.Module,
                     restore_rng: bool = True) -> dict[str, Any]:
     """Restore weights (and optimizer state and RNG) from a checkpoint; returns its state."""
     state = read_state(path)
-    verify_files(path, state)
+    verify_files(path, state, STATE_FILE)
     load_weights(path, model)
     if optimizer is not None and "optimizer" in state:
         try:

@@ -247,3 +247,28 @@ def load_recipe(path: str | Path) -> tuple[dict[str, Any], TrainConfig]:
     except UserError as e:
         raise UserError(f"recipe {path}: {e}") from None
     return model, train
+
+
+def batch_layout(cfg: TrainConfig, world_size: int, data_micro: int | None = None,
+                 data_world: int | None = None) -> tuple[int, int]:
+    """``(micro_batch, grad_accum)`` of each rank on ``world_size`` processes.
+
+    A fresh run follows the batch rule (:mod:`lmalloc.train.config`). A resumed run keeps
+    ``data_micro``, the micro-batch size its checkpoint's data order was drawn with (the
+    trainer's batches are a function of that size), so the global batches after the resume
+    are the ones the run would have read anyway; when a rank's share of the global batch is
+    not a whole number of such micro-batches that is impossible, and a :class:`UserError`
+    says which process counts work.
+    """
+    if data_micro is None:
+        return cfg.micro_batch_for(world_size), cfg.grad_accum(world_size)
+    seqs = cfg.batch_tokens // cfg.seq_len  # the global batch in sequences
+    if seqs % world_size == 0 and (seqs // world_size) % data_micro == 0:
+        return data_micro, seqs // world_size // data_micro
+    ok = [w for w in range(1, seqs + 1) if seqs % w == 0 and (seqs // w) % data_micro == 0]
+    raise UserError(
+        f"cannot resume on {world_size} processes: the checkpoint was written by "
+        f"{data_world or '?'} process(es) reading micro-batches of {data_micro} sequences, and "
+        f"the global batch of {seqs} sequences does not split into whole micro-batches of "
+        f"{data_micro} on {world_size} processes; resume with a process count in {ok} (or "
+        "start over with --no-resume)")

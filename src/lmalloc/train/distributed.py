@@ -48,12 +48,10 @@ class DistContext:
 
 def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     """``auto`` → CUDA when available (this process's local GPU), else CPU."""
-    if pref == "cpu" or (pref == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        from lmalloc.errors import invalid
+    from lmalloc.train.device import device_type
 
-        raise invalid("device", pref, "cpu or auto: no CUDA device is available")
+    if device_type(pref) == "cpu":
+        return torch.device("cpu")
     return torch.device("cuda", local_rank)
 
 
@@ -143,9 +141,3 @@ def to_full(t: torch.Tensor) -> torch.Tensor:
     ``t`` itself."""
     full = getattr(t, "full_tensor", None)
     return full() if callable(full) else t
-
-
-def cleanup(ctx: DistContext) -> None:
-    """Leave the process group (call once at the end of a torchrun program)."""
-    if ctx.enabled and dist.is_initialized():
-        dist.destroy_process_group()

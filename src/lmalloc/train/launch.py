@@ -25,7 +25,8 @@ from typing import Any
 
 from lmalloc.errors import UserError, invalid
 from lmalloc.rundir import RunDir, atomic_write_json, read_json
-from lmalloc.train.config import TrainConfig, load_recipe
+from lmalloc.train.config import TrainConfig, batch_layout, load_recipe
+from lmalloc.train.device import device_type, uses_bf16
 
 PARALLEL_CHOICES = ("auto", "ddp", "fsdp")
 RESULT_ENV = "LMALLOC_TRAIN_RESULT"  # where rank 0 of a launched run leaves its result
@@ -44,31 +45,6 @@ class ParallelChoice:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def batch_layout(cfg: TrainConfig, world_size: int, data_micro: int | None = None,
-                 data_world: int | None = None) -> tuple[int, int]:
-    """``(micro_batch, grad_accum)`` of each rank on ``world_size`` processes.
-
-    A fresh run follows the batch rule (:mod:`lmalloc.train.config`). A resumed run keeps
-    ``data_micro``, the micro-batch size its checkpoint's data order was drawn with (the
-    trainer's batches are a function of that size), so the global batches after the resume
-    are the ones the run would have read anyway; when a rank's share of the global batch is
-    not a whole number of such micro-batches that is impossible, and a :class:`UserError`
-    says which process counts work.
-    """
-    if data_micro is None:
-        return cfg.micro_batch_for(world_size), cfg.grad_accum(world_size)
-    seqs = cfg.batch_tokens // cfg.seq_len  # the global batch in sequences
-    if seqs % world_size == 0 and (seqs // world_size) % data_micro == 0:
-        return data_micro, seqs // world_size // data_micro
-    ok = [w for w in range(1, seqs + 1) if seqs % w == 0 and (seqs // w) % data_micro == 0]
-    raise UserError(
-        f"cannot resume on {world_size} processes: the checkpoint was written by "
-        f"{data_world or '?'} process(es) reading micro-batches of {data_micro} sequences, and "
-        f"the global batch of {seqs} sequences does not split into whole micro-batches of "
-        f"{data_micro} on {world_size} processes; resume with a process count in {ok} (or "
-        "start over with --no-resume)")
 
 
 def resolve_settings(run: RunDir, recipe: str | Path | None) -> tuple[dict[str, Any],
@@ -158,19 +134,6 @@ def train_run(run_dir: str | Path, recipe: str | Path | None = None, *,
 
 
 # -- choosing the layout ----------------------------------------------------------------------
-def device_type(device_pref: str) -> str:
-    """``cuda`` or ``cpu``: what ``device_pref`` (``auto``, ``cpu``, ``cuda``) trains on."""
-    if device_pref == "cpu":
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if device_pref == "cuda":
-        raise invalid("device", device_pref, "cpu or auto: no CUDA device is available")
-    return "cpu"
-
-
 def max_processes(device_pref: str = "auto") -> tuple[int, str]:
     """How many training processes this machine can host: one per GPU, or one per CPU core
     (the cores this process may run on) when training on the CPU."""
@@ -227,11 +190,7 @@ def memory_precision(train: TrainConfig, dev_type: str) -> str:
     supported, as :class:`~lmalloc.train.trainer.Trainer` does)."""
     if train.precision != "auto":
         return train.precision
-    if dev_type != "cuda":
-        return "fp32"
-    import torch
-
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if uses_bf16(train.precision, dev_type) else "fp32"
 
 
 def choose_parallel(model_cfg: Any, train: TrainConfig, nproc: int, memory_bytes: float | None,

@@ -8,7 +8,7 @@ Data rule (what makes resume exact and DDP match one process): the optimizer ste
 batch of a step does not depend on the number of processes, and a resumed run at step ``s``
 reads what an uninterrupted one would. A run resumed on another number of processes keeps
 the micro-batch size its checkpoint was drawn with (and so the same batches), or refuses
-(:func:`lmalloc.train.launch.batch_layout`).
+(:func:`lmalloc.train.config.batch_layout`).
 
 Data parallelism (under ``torchrun``): ``parallel="ddp"`` replicates the model,
 ``parallel="fsdp"`` shards it (:mod:`lmalloc.train.distributed`); both give the one-process
@@ -33,11 +33,11 @@ from torch import nn
 
 from lmalloc.data.shards import TokenData, TokenSource
 from lmalloc.errors import UserError
-from lmalloc.evaluate.perplexity import evaluate_lm
 from lmalloc.rundir import atomic_write_json, read_json
 from lmalloc.train import checkpoint as ckpt
 from lmalloc.train.callbacks import Callback, MetricsFile, ProgressBar, StopTraining
-from lmalloc.train.config import TrainConfig
+from lmalloc.train.config import TrainConfig, batch_layout
+from lmalloc.train.device import uses_bf16
 from lmalloc.train.distributed import (
     PARALLEL_MODES,
     DistContext,
@@ -49,9 +49,9 @@ from lmalloc.train.distributed import (
     to_full,
     wrap_ddp,
 )
-from lmalloc.train.launch import batch_layout
 from lmalloc.train.optim import build_optimizer, set_lr
 from lmalloc.train.schedules import Schedule, branch, make_schedule
+from lmalloc.train.validation import evaluate_lm
 
 STATUSES = ("completed", "diverged", "pruned", "stopped", "time_limit", "oom")
 _STOP_CODES = {0: None, 1: "pruned", 2: "stopped"}
@@ -183,7 +183,7 @@ class Trainer:
     # -- setup ------------------------------------------------------------------------------
     def _precision(self) -> torch.dtype | None:
         p, dev = self.cfg.precision, self.ctx.device
-        if p == "bf16" or (p == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported()):
+        if uses_bf16(p, dev.type):
             return torch.bfloat16
         return None
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmalloc.cost.budget import parse_budget, parse_size, parse_time, remaining
+from lmalloc.cost.budget import parse_budget, parse_size, parse_time
 from lmalloc.cost.hardware import DEFAULT_UTILISATION, get_hardware
 from lmalloc.errors import UserError
 
@@ -69,12 +69,11 @@ def test_unknown_hardware_lists_known_ones() -> None:
     assert "h100-sxm" in str(e.value) and "a100-40gb" in str(e.value)
 
 
-def test_remaining_after_spending() -> None:
-    b = parse_budget("10m,1e15flops", hardware="h100")
-    left = remaining(b, {"flops": 4e14, "seconds": 300.0})
-    assert left["flops"] == pytest.approx(6e14) and left["seconds"] == 300
-    assert left["fraction"] == pytest.approx(0.5)
-    assert remaining(b, {"flops": 2e15, "seconds": 0.0})["fraction"] == 0.0
+def test_unit_total_is_compute_when_given_else_time() -> None:
+    assert parse_budget("10m,1e15flops", hardware="h100").unit_total() == ("flops", 1e15)
+    assert parse_budget("10m", hardware="h100").unit_total() == ("seconds", 600.0)
+    with pytest.raises(UserError, match="neither time nor compute"):
+        parse_budget("mem=8GB", hardware="h100").unit_total()
 
 
 # -- properties -------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import pytest
 from lmalloc.cost.hardware import get_hardware
 from lmalloc.model.accounting import train_flops_per_token
 from lmalloc.model.config import GPTConfig
-from lmalloc.plan.explore import Recipe
 from lmalloc.plan.planner import batch_for, cost_function, make_plan, to_bpb, tokens_within
+from lmalloc.plan.recipe import Recipe
 from lmalloc.scaling.estimate import Estimate
 from lmalloc.scaling.parametric import fit_parametric
 from lmalloc.scaling.simulate import simulate_runs
@@ -55,7 +55,7 @@ def test_flops_plan_spends_the_budget_with_trainable_settings(fit) -> None:  # t
     loss, bpb = plan["predicted"]["loss"], plan["predicted"]["bpb"]
     assert loss["low"] <= loss["value"] <= loss["high"]
     assert bpb["value"] == pytest.approx(loss["value"] * 0.3 / math.log(2))
-    assert "max_seconds" not in plan["train"]
+    assert plan["train"]["max_seconds"] is None  # no time stop for a compute budget
 
 
 def test_time_plan_fits_the_time_and_stops_hard(fit) -> None:  # type: ignore
@@ -78,27 +78,8 @@ def test_batch_law_and_bpb() -> None:
     assert e.value == pytest.approx(2.0 * 0.25 / math.log(2)) and e.level == 0.9
 
 
-def test_time_scale_calibrates_seconds_from_the_runs_own_trainings(tmp_path) -> None:  # type: ignore
-    from lmalloc.plan.pipeline import Pipeline, RunOptions
-    from lmalloc.rundir import RunDir
-
-    p = Pipeline(tmp_path / "r", RunOptions(hardware="cpu"))
-    p.unit, p.hw = "seconds", get_hardware("cpu")
-    assert p.time_scale() == 1.0  # nothing trained yet
-    run = RunDir(tmp_path / "r")
-    run.charge("ladder", 1e9, 30.0, predicted=10.0)
-    run.charge("ladder", 1e9, 30.0, predicted=20.0)
-    run.charge("train", 1e9, 500.0)  # no prediction: not part of the ratio
-    assert p.time_scale() == pytest.approx(2.0)
-    cfg = GPTConfig(vocab_size=4096, n_layer=2, n_head=2, d_model=64, seq_len=128)
-    base = cost_function("seconds", p.hw, RECIPE)(cfg, 1e6)
-    assert p._cost()(cfg, 1e6) == pytest.approx(2.0 * base)
-    p.unit = "flops"
-    assert p.time_scale() == 1.0  # compute budgets are counted, not predicted
-
-
 def test_degenerate_fit_is_flagged() -> None:
-    from lmalloc.plan.pipeline import fit_warnings
+    from lmalloc.run.summary import fit_warnings
 
     assert fit_warnings({"alpha": 0.34, "beta": 0.28}) == []
     (w,) = fit_warnings({"alpha": 10.0, "beta": 0.3})

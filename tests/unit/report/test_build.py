@@ -117,7 +117,8 @@ def test_cli_report_and_status_json(built: Path, run_factory: Callable[..., Path
 
 def test_pipeline_report_failure_keeps_the_run(run_factory: Callable[..., Path],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmalloc.plan.pipeline import Pipeline, RunOptions
+    from lmalloc.run.context import RunContext, RunOptions
+    from lmalloc.run.stages import report
 
     root = run_factory("split")
 
@@ -126,12 +127,12 @@ def test_pipeline_report_failure_keeps_the_run(run_factory: Callable[..., Path],
 
     monkeypatch.setattr("lmalloc.report.build.build_report", broken)
     said: list[str] = []
-    Pipeline(root, RunOptions(), say=said.append)._report()
+    report(RunContext(root, RunOptions(), say=said.append))
     m = json.loads((root / "manifest.json").read_text())
     assert "report" not in m["stages"]  # a rerun tries again
     assert "font cache exploded" in m["report_error"]
     assert said and said[0].startswith("[yellow]warning:[/]")
     monkeypatch.undo()
-    Pipeline(root, RunOptions(), say=said.append)._report()
+    report(RunContext(root, RunOptions(), say=said.append))
     m = json.loads((root / "manifest.json").read_text())
     assert m["stages"]["report"]["out"] == "report.html" and m["report_error"] is None

@@ -39,7 +39,7 @@ def trained(seed: int = 0, steps: int = 3) -> tuple[Tied, torch.optim.AdamW]:
 def test_round_trip_is_exact(tmp_path: Path) -> None:
     m, opt = trained()
     torch.manual_seed(123)
-    ckpt.save_checkpoint(tmp_path / "c", m, opt, {"step": 3, "tokens": 60})
+    ckpt.write_checkpoint(tmp_path / "c", *ckpt.full_state(m, opt), {"step": 3, "tokens": 60})
     expected_next = torch.rand(3)
     files = sorted(p.name for p in (tmp_path / "c").iterdir())
     assert files == ["model.safetensors", "optimizer.safetensors", "state.json"]
@@ -63,7 +63,7 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
 
 def test_other_shape_is_a_user_error(tmp_path: Path) -> None:
     m, opt = trained()
-    ckpt.save_checkpoint(tmp_path / "c", m, opt, {"step": 1})
+    ckpt.write_checkpoint(tmp_path / "c", *ckpt.full_state(m, opt), {"step": 1})
     with pytest.raises(UserError, match="another model shape"):
         ckpt.load_checkpoint(tmp_path / "c", Tied(vocab=13))
 
@@ -76,13 +76,13 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
 
 def test_write_is_atomic_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     m, opt = trained()
-    ckpt.save_checkpoint(tmp_path / "c", m, opt, {"step": 1})
+    ckpt.write_checkpoint(tmp_path / "c", *ckpt.full_state(m, opt), {"step": 1})
 
     def crash(*a: object, **k: object) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt, "save_file", crash)  # dies after the weights are written
     with pytest.raises(OSError, match="disk full"):
-        ckpt.save_checkpoint(tmp_path / "c", m, opt, {"step": 2})
+        ckpt.write_checkpoint(tmp_path / "c", *ckpt.full_state(m, opt), {"step": 2})
     assert ckpt.read_state(tmp_path / "c")["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c"]

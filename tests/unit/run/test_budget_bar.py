@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmalloc.plan.budget_bar import BudgetBar
+from lmalloc.run.budget_bar import BudgetBar
 from lmalloc.rundir import RunDir
 
 

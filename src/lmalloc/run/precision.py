@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from lmalloc.errors import UserError
-from lmalloc.rundir import RunDir, atomic_write_json
+from lmalloc.layout import PRECISION_JSON
+from lmalloc.rundir import RunDir, atomic_write_json, read_json
 from lmalloc.scaling.precision import PrecisionLaw, fit_precision_law
 
-PRECISION_JSON = "precision.json"
 BITS = (8, 4, 3, 2)
 EVAL_TOKENS = 32768
 GROUP_SIZE = 64
@@ -95,8 +95,6 @@ def run_precision_stage(run: RunDir, rows: Sequence[dict[str, Any]]) -> Precisio
 
 def load_precision_law(run: RunDir) -> PrecisionLaw | None:
     """The law ``precision.json`` holds (None when it could not be fitted or is absent)."""
-    from lmalloc.rundir import read_json
-
     path = run.path(PRECISION_JSON)
     if not path.exists():
         return None

@@ -23,45 +23,19 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lmalloc.layout import LADDER_CSV
 from lmalloc.plan.ladder import CostFn, Ladder, LadderRun
+from lmalloc.plan.recipe import Recipe
 from lmalloc.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 
-LADDER_CSV = "ladder.csv"
+if TYPE_CHECKING:
+    from lmalloc.train.config import TrainConfig
+
 LADDER_COLUMNS = ("N", "D", "C", "loss", "bpb", "size", "branch", "status")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The fixed settings of every exploration and final run (a tiny-CPU default)."""
-
-    seq_len: int = 128
-    batch_tokens: int = 2048
-    micro_batch: int = 16
-    eval_tokens: int = 16384
-    evals_per_run: int = 4
-    lr: float = 1e-2  # under μP at the base width; the search refines it
-    warmup: float = 0.05
-    weight_decay: float = 0.1
-    min_lr_ratio: float = 0.1
-    cooldown_frac: float = 0.2
-    min_params: float = 1e5  # smallest ladder model (non-embedding parameters)
-    seed: int = 0
-
-    def train_dict(self, **changes: Any) -> dict[str, Any]:
-        """TrainConfig fields for a run of this recipe."""
-        d: dict[str, Any] = {
-            "seq_len": self.seq_len, "batch_tokens": self.batch_tokens,
-            "micro_batch": self.micro_batch, "eval_tokens": self.eval_tokens,
-            "lr": self.lr, "warmup": self.warmup, "weight_decay": self.weight_decay,
-            "min_lr_ratio": self.min_lr_ratio, "schedule": "wsd",
-            "cooldown_frac": self.cooldown_frac, "seed": self.seed, "precision": "auto",
-        }
-        d.update(changes)
-        return d
 
 
 def search_space(lr: float) -> dict[str, Any]:
@@ -83,9 +57,9 @@ def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budg
     from lmalloc.search.study import SearchSettings, run_search
 
     steps = max(1, trial_tokens // recipe.batch_tokens)
-    base_train = recipe.train_dict(
+    base_train = recipe.train_config(
         max_tokens=trial_tokens, eval_every=max(1, steps // recipe.evals_per_run),
-        schedule="cosine")
+        schedule="cosine").to_dict()
     model = {k: v for k, v in proxy.items() if k != "vocab_size"}
     s = SearchSettings(
         run_dir=str(run.root), space=search_space(recipe.lr), base_model=model,
@@ -104,7 +78,7 @@ def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budg
     return summary
 
 
-def _trained(out: Path, model: dict[str, Any], train: dict[str, Any], data_dir: Path,
+def _trained(out: Path, model: dict[str, Any], train: TrainConfig, data_dir: Path,
              **branch: Any) -> dict[str, Any]:
     """Train one ladder run (or branch) into ``out`` unless it already finished."""
     done = out / "result.json"
@@ -113,17 +87,16 @@ def _trained(out: Path, model: dict[str, Any], train: dict[str, Any], data_dir: 
         result["session_flops"] = result["session_seconds"] = 0.0  # charged when it ran
         return result
     from lmalloc.model.config import GPTConfig
-    from lmalloc.train.config import TrainConfig
     from lmalloc.train.trainer import Trainer
 
-    res = Trainer(GPTConfig.from_dict(model), TrainConfig.from_dict(train), data_dir, out,
+    res = Trainer(GPTConfig.from_dict(model), train, data_dir, out,
                   resume=True, **branch).fit().to_dict()
     atomic_write_json(done, res)
     return res
 
 
-def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, train: dict[str, Any],
-                 cost: CostFn) -> list[dict[str, Any]]:
+def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, recipe: Recipe,
+                 train: dict[str, Any], cost: CostFn) -> list[dict[str, Any]]:
     """The stable run of one ladder size and its cooldown branches: one table row each.
     Each ledger row carries the cost the design predicted (for the time-model calibration)."""
     from lmalloc.model.config import GPTConfig
@@ -131,8 +104,8 @@ def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, train: dict[str, Any],
     cfg = GPTConfig.from_dict(lr_run.model)
     root = run.path(f"ladder/{i}")
     snaps = tuple(sorted({b.snapshot_tokens for b in lr_run.branches}))
-    stable = {**train, "max_tokens": lr_run.stable_tokens, "cooldown_frac": 0.0,
-              "snapshot_tokens": list(snaps), "eval_every": 0}
+    stable = recipe.train_config(**train, max_tokens=lr_run.stable_tokens, cooldown_frac=0.0,
+                                 snapshot_tokens=snaps, eval_every=0)
     res = _trained(root / "stable", lr_run.model, stable, run.data)
     run.charge("ladder", res["session_flops"], res["session_seconds"], size=i, part="stable",
                status=res["status"], predicted=cost(cfg, float(lr_run.stable_tokens)))
@@ -141,8 +114,8 @@ def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, train: dict[str, Any],
         snap = root / "stable" / "snapshots" / str(b.snapshot_tokens)
         if b.snapshot_tokens >= lr_run.stable_tokens and not snap.exists():
             snap = root / "stable" / "checkpoint"  # the last snapshot is the end of the run
-        r = _trained(root / f"branch-{b.tokens}", lr_run.model, {**train, "max_tokens": b.tokens},
-                     run.data,
+        r = _trained(root / f"branch-{b.tokens}", lr_run.model,
+                     recipe.train_config(**train, max_tokens=b.tokens), run.data,
                      branch_from=snap, cooldown_tokens=b.cooldown_tokens)
         run.charge("ladder", r["session_flops"], r["session_seconds"], size=i,
                    part=f"branch-{b.tokens}", status=r["status"],
@@ -160,14 +133,14 @@ def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
     rows. With ``budget``: once three sizes are done (enough for the fit), a size that would
     start after the ladder has already spent ``budget`` (in ``unit``) is skipped, so a
     machine slower than its profile cannot eat the final run's share."""
-    train = recipe.train_dict(lr=lr, warmup=warmup)
+    train = {"lr": lr, "warmup": warmup}
     rows: list[dict[str, Any]] = []
     for i, lr_run in enumerate(sorted(ladder.runs, key=lambda r: r.N)):
         if budget is not None and i >= 3 and run.spent("ladder")[unit] >= budget:
             if not run.path(f"ladder/{i}/stable/result.json").exists():
                 continue
         model = {**lr_run.model, "mup_base_width": mup_base_width}
-        rows.extend(_ladder_size(run, i, replace(lr_run, model=model), train, cost))
+        rows.extend(_ladder_size(run, i, replace(lr_run, model=model), recipe, train, cost))
         if on_size is not None:
             on_size()
     buf = io.StringIO()

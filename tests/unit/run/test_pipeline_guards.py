@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 from lmalloc.errors import UserError
-from lmalloc.plan.pipeline import Pipeline, RunOptions
+from lmalloc.run import RunOptions, run_pipeline
+from lmalloc.run.context import RunContext
 
 
 def _stop_after_lock(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
-    def first_stage(self: Pipeline) -> None:
+    def first_stage(_ctx: RunContext) -> None:
         raise exc
 
-    monkeypatch.setattr(Pipeline, "_check_options", first_stage)
+    monkeypatch.setattr("lmalloc.run.pipeline.check_options", first_stage)
 
 
 def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
@@ -27,7 +28,7 @@ def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
     with open(root / ".run.lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another `lmalloc run` holds it
         with pytest.raises(UserError, match="another `lmalloc run` is running"):
-            Pipeline(root, RunOptions()).run()
+            run_pipeline(root, RunOptions())
 
 
 def test_stale_temps_are_removed_and_disk_errors_are_user_errors(
@@ -41,7 +42,7 @@ def test_stale_temps_are_removed_and_disk_errors_are_user_errors(
     _stop_after_lock(monkeypatch, full)
     with pytest.raises(UserError, match=r"cannot write .*trials/3/metrics\.jsonl: the disk is "
                        "full") as e:
-        Pipeline(root, RunOptions()).run()
+        run_pipeline(root, RunOptions())
     assert e.value.__cause__ is full
     assert sorted(os.listdir(root)) == [".run.lock", "plan.json"]
 
@@ -50,4 +51,4 @@ def test_other_errors_keep_their_traceback(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     _stop_after_lock(monkeypatch, KeyError("a bug"))
     with pytest.raises(KeyError):
-        Pipeline(tmp_path / "r", RunOptions()).run()
+        run_pipeline(tmp_path / "r", RunOptions())

@@ -1,0 +1,81 @@
+"""``lmalloc run``: every stage of :data:`lmalloc.layout.STAGES` under one budget, in one run
+directory (the stages themselves: :mod:`lmalloc.run.stages`).
+
+A rerun skips finished stages and resumes the interrupted one (the search from its study, the
+ladder run by run, the final run from its checkpoint), so a run killed at any point continues
+where it was. The options of a run are stored in the manifest: resuming with different ones
+is an error rather than a silent mix of two runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lmalloc.errors import UserError
+from lmalloc.layout import SUMMARY_JSON
+from lmalloc.run.context import RunContext, RunOptions
+from lmalloc.run.stages import REGISTRY
+from lmalloc.rundir import read_json, refused_writes, remove_stale_temps
+
+
+def run_pipeline(run_dir: str | Path, options: RunOptions | None = None,
+                 say: Callable[[str], None] = lambda _m: None, progress: bool = False,
+                 nproc: int = 1, parallel: str = "auto") -> dict[str, Any]:
+    """Run (or resume) every stage; returns ``summary.json``. One ``lmalloc run`` per run
+    directory at a time (a lock); what killed writes left behind is removed first; a write
+    the disk refuses (full, read-only) is a :class:`UserError` naming the file. ``nproc`` and
+    ``parallel``: the final run's processes and layout (``train.launch.launch_train``)."""
+    ctx = RunContext(run_dir, options or RunOptions(), say, progress, nproc, parallel)
+    with run_lock(ctx.run.root), refused_writes(ctx.run.root):
+        remove_stale_temps(ctx.run.root)
+        check_options(ctx)
+        for stage in REGISTRY:
+            if stage.skip(ctx):
+                continue
+            if stage.is_done(ctx):
+                say(f"{stage.name}: done earlier, skipped")
+                continue
+            say(f"[bold]{stage.name}[/]{stage.title}")
+            t = time.perf_counter()
+            stage.run(ctx)
+            if not stage.charges_itself:
+                ctx.run.charge(stage.name, 0.0, time.perf_counter() - t)
+        result: dict[str, Any] = read_json(ctx.run.path(SUMMARY_JSON), "run summary")
+        return result
+
+
+def check_options(ctx: RunContext) -> None:
+    """Store the options of a new run; refuse to resume one with other options."""
+    saved = ctx.run.manifest().get("run_options")
+    mine = ctx.options.to_dict()
+    if saved is None:
+        ctx.run.update_manifest(run_options=mine)
+    elif saved != mine:
+        diff = [k for k in saved if saved.get(k) != mine.get(k)]
+        raise UserError(
+            f"{ctx.run.root} holds a run with other options ({', '.join(diff)}); "
+            "resume it with the same options or choose another --run directory")
+
+
+@contextlib.contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Held for a whole ``lmalloc run``; a second one on the same directory is refused."""
+    path = root / ".run.lock"
+    with refused_writes(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")  # noqa: SIM115 - held for the whole run
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another `lmalloc run` is running on {root} (lock {path}); wait "
+                            "for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,294 @@
+"""The stages of ``lmalloc run``, one function each, and their registry :data:`REGISTRY`.
+
+A stage reads what it needs from the :class:`~lmalloc.run.context.RunContext`, writes its
+artifact atomically and records itself in the manifest (``RunDir.record_stage``); the pipeline
+skips a recorded stage on a rerun. Budget: a stage that trains charges the ledger itself, run
+by run; the pipeline charges the others their elapsed time. Each exploration stage gets what
+the split assigned it less what the stages before overspent, and the final run gets the
+allowance's rest less its one reserve, so the whole run stays inside the budget (up to the
+time model's error, which the final run's hard time limit bounds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lmalloc.layout import (
+    COMPRESSED_RESULT,
+    DEPLOY_STAGES,
+    EVAL_JSON,
+    LADDER_CSV,
+    LADDER_JSON,
+    LAWS_JSON,
+    PLAN_JSON,
+    PRECISION_JSON,
+    PROFILE_JSON,
+    SEARCH_JSON,
+    SPLIT_JSON,
+    STAGES,
+)
+from lmalloc.run.budget_bar import BudgetBar
+from lmalloc.run.context import RunContext
+from lmalloc.run.summary import fit_warnings, write_summary
+from lmalloc.rundir import atomic_write_json, read_json
+
+LADDER_FLOOR_HALVINGS = 2
+"""When the budget cannot pay for a ladder of ``Recipe.min_params``-sized models (a slow or
+busy machine), the split halves that floor up to this many times before giving up."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the run: ``run(ctx)``, and how the pipeline treats it."""
+
+    name: str
+    run: Callable[[RunContext], None]
+    charges_itself: bool = False  # else the pipeline charges its elapsed time
+    skip: Callable[[RunContext], bool] = lambda _ctx: False  # does not apply to this run
+    done: Callable[[RunContext], bool] | None = None  # default: recorded in the manifest
+    title: str = ""  # shown after the stage's name
+
+    def is_done(self, ctx: RunContext) -> bool:
+        return self.done(ctx) if self.done is not None else ctx.done(self.name)
+
+
+def prepare(ctx: RunContext) -> None:
+    from lmalloc.data.config import PrepareConfig
+    from lmalloc.data.pipeline import prepare_run
+
+    prepare_run(ctx.run.root, list(ctx.options.data) or None,
+                PrepareConfig(vocab_size=ctx.options.vocab_size), progress=ctx.progress)
+
+
+def profile(ctx: RunContext) -> None:
+    from lmalloc.cost.profile import profile_machine
+    from lmalloc.train.device import device_type
+
+    t = time.perf_counter()
+    prof = profile_machine("local", device=device_type())
+    prof.save(ctx.run.path(PROFILE_JSON))
+    ctx.run.charge("profile", 0.0, time.perf_counter() - t)
+    ctx.run.record_stage("profile", out=PROFILE_JSON)
+
+
+def split(ctx: RunContext) -> None:
+    from lmalloc.plan.planner import cost_function, tokens_within
+    from lmalloc.plan.split import choose_split_lowering_floor
+
+    a, recipe = ctx.allowance, ctx.recipe
+    cost = ctx.cost()
+    flops_cost = cost_function("flops", ctx.hardware, recipe)
+
+    def final_flops(amount: float) -> float:
+        if a.unit == "flops":
+            return amount
+        from lmalloc.model.shape import shape_for
+
+        # seconds → FLOPs at a representative 1e6-parameter shape: only the split's
+        # comparison of fractions needs it; the plan stage allocates per shape
+        cfg = shape_for(1e6, vocab_size=ctx.vocab, seq_len=recipe.seq_len)
+        return flops_cost(cfg, tokens_within(cfg, amount, cost, recipe.batch_tokens))
+
+    chosen, floor = choose_split_lowering_floor(
+        a.left(), cost, final_flops, ctx.vocab, recipe.seq_len, recipe.batch_tokens,
+        min_params=recipe.min_params, halvings=LADDER_FLOOR_HALVINGS,
+        cooldown_frac=recipe.cooldown_frac)
+    if floor < recipe.min_params:
+        ctx.say(f"[yellow]warning:[/] on this machine the budget leaves no room for a "
+                f"ladder of models of >= {recipe.min_params:.3g} parameters; the "
+                f"ladder starts at {floor:.3g} instead (a larger budget gives a better fit)")
+    doc = {**chosen.to_dict(), "unit": a.unit, "total": a.total, "spent_before": a.spent(),
+           "min_params": floor}
+    atomic_write_json(ctx.run.path(SPLIT_JSON), doc)
+    ctx.run.update_manifest(budget_split={
+        "unit": a.unit, "total": a.total, "explore_fraction": chosen.explore_fraction,
+        "search": chosen.search_budget, "ladder": chosen.ladder_budget,
+        "final": chosen.final_budget})
+    ctx.run.record_stage("split", out=SPLIT_JSON)
+
+
+def _split_doc(ctx: RunContext) -> dict[str, Any]:
+    doc: dict[str, Any] = read_json(ctx.run.path(SPLIT_JSON), "budget split")
+    return doc
+
+
+def search(ctx: RunContext) -> None:
+    from lmalloc.model.config import GPTConfig
+    from lmalloc.plan.ladder import Ladder
+    from lmalloc.plan.planner import tokens_within
+    from lmalloc.run.explore import run_search_stage
+
+    recipe, unit = ctx.recipe, ctx.allowance.unit
+    share = float(_split_doc(ctx)["search_budget"])
+    smallest = min(Ladder.from_dict(_split_doc(ctx)["ladder"]).runs, key=lambda r: r.N)
+    proxy = {**smallest.model, "mup_base_width": smallest.model["d_model"]}
+    trial_tokens = max(4 * recipe.batch_tokens, tokens_within(
+        GPTConfig.from_dict(proxy), share / 8, ctx.cost(recipe.evals_per_run),
+        recipe.batch_tokens))
+    with BudgetBar(ctx.run, "search", share, unit, ctx.progress) as bar:
+        summary = run_search_stage(ctx.run, proxy, recipe, budget=share, unit=unit,
+                                   trial_tokens=trial_tokens, hardware=ctx.hardware_name,
+                                   on_poll=bar.update)
+    summary["proxy"] = proxy
+    summary["trial_tokens"] = trial_tokens
+    atomic_write_json(ctx.run.path(SEARCH_JSON), summary)
+    ctx.run.record_stage("search", out=SEARCH_JSON, best=summary["best_params"])
+
+
+def ladder(ctx: RunContext) -> None:
+    from lmalloc.plan.ladder import Ladder, LadderBudgetError, design_ladder
+    from lmalloc.run.explore import run_ladder_stage
+
+    recipe, a, doc = ctx.recipe, ctx.allowance, _split_doc(ctx)
+    path = ctx.run.path(LADDER_JSON)
+    # what the search left of the exploration share
+    share = float(doc["search_budget"]) + float(doc["ladder_budget"]) - a.spent("search")
+    if path.exists():  # resuming: the design is fixed once the first run started
+        design = Ladder.from_dict(read_json(path, "ladder design"))
+    else:  # re-design with what the search left of the exploration budget
+        planned = Ladder.from_dict(doc["ladder"])
+        try:
+            design = design_ladder(share, ctx.cost(), planned.target_flops, ctx.vocab,
+                                   recipe.seq_len, recipe.batch_tokens,
+                                   min_params=float(doc.get("min_params", recipe.min_params)),
+                                   cooldown_frac=recipe.cooldown_frac)
+        except LadderBudgetError as e:  # slower than profiled: keep the split's design
+            ctx.say(f"[yellow]warning:[/] {e}; keeping the split's ladder design")
+            design = planned
+        atomic_write_json(path, design.to_dict())
+    found = ctx.search
+    with BudgetBar(ctx.run, "ladder", share, a.unit, ctx.progress) as bar:
+        rows = run_ladder_stage(ctx.run, design, recipe, lr=found.lr, warmup=found.warmup,
+                                mup_base_width=found.base_width, cost=ctx.cost(calibrated=False),
+                                budget=share, unit=a.unit, on_size=bar.update)
+    ctx.run.record_stage("ladder", out=LADDER_CSV, points=len(rows),
+                         time_scale=ctx.time_scale())
+
+
+def fit(ctx: RunContext) -> None:
+    import numpy as np
+
+    from lmalloc.scaling import fit_parametric, save_laws
+    from lmalloc.scaling.table import read_runs
+
+    runs = read_runs(ctx.run.path(LADDER_CSV))
+    ok = np.isfinite(runs.loss)
+    law = fit_parametric(runs.N[ok], runs.D[ok], runs.loss[ok],
+                         bootstrap=ctx.options.bootstrap, param_convention="non_embedding",
+                         seed=ctx.options.seed)
+    warns = fit_warnings(law.params)
+    for w in warns:
+        ctx.say(f"[yellow]warning:[/] {w}")
+    save_laws(ctx.run.path(LAWS_JSON), {"parametric": law, "warnings": warns})
+    ctx.run.record_artifact(LAWS_JSON)
+    ctx.run.record_stage("fit", out=LAWS_JSON, points=int(ok.sum()), params=law.params,
+                         warnings=warns)
+
+
+def precision(ctx: RunContext) -> None:
+    from lmalloc.run.explore import read_ladder
+    from lmalloc.run.precision import run_precision_stage
+
+    law = run_precision_stage(ctx.run, read_ladder(ctx.run))
+    ctx.run.record_artifact(PRECISION_JSON)
+    if law is None:
+        ctx.say("[yellow]warning:[/] the precision law could not be fitted (see "
+                f"{PRECISION_JSON}); the plan ships the model unquantized")
+    ctx.run.record_stage(
+        "precision", out=PRECISION_JSON, fitted=law is not None,
+        **({} if law is None else {"gamma_d": law.gamma_d, "gamma_n": law.gamma_n,
+                                   "gamma_b": law.gamma_b}))
+
+
+def plan(ctx: RunContext) -> None:
+    from lmalloc.plan.allocate import Deploy
+    from lmalloc.plan.planner import make_plan
+    from lmalloc.run.precision import load_precision_law
+    from lmalloc.scaling import load_laws
+
+    a, found = ctx.allowance, ctx.search
+    law = load_laws(ctx.run.path(LAWS_JSON))["parametric"]
+    doc = make_plan(
+        law, amount=a.for_final(), unit=a.unit, hardware=ctx.hardware, vocab_size=ctx.vocab,
+        recipe=ctx.recipe, lr=found.lr, warmup=found.warmup, mup_base_width=found.base_width,
+        tokens_per_byte=ctx.tokens_per_byte, memory_bytes=a.memory,
+        source="search at the ladder's smallest width, μP", time_scale=ctx.time_scale(),
+        deploy=None if a.deploy is None else Deploy(a.deploy, load_precision_law(ctx.run)),
+    )
+    atomic_write_json(ctx.run.path(PLAN_JSON), doc)
+    ctx.run.record_artifact(PLAN_JSON)
+    ctx.run.record_stage("plan", out=PLAN_JSON, N=doc["predicted"]["N"],
+                         D=doc["predicted"]["D"])
+
+
+def train(ctx: RunContext) -> None:
+    from lmalloc.train.launch import launch_train
+
+    ctx.run.verify_artifact(PLAN_JSON)
+    launch_train(ctx.run.root, nproc=ctx.nproc, parallel=ctx.parallel,
+                 memory_bytes=ctx.allowance.memory, progress=ctx.progress, say=ctx.say,
+                 memory_source="the run's hardware profile or budget mem=")
+
+
+def evaluate(ctx: RunContext) -> None:
+    from lmalloc.evaluate.perplexity import evaluate_run
+
+    res = evaluate_run(ctx.run.root)
+    ctx.run.record_stage("eval", out=EVAL_JSON, bpb=res["bpb"])
+
+
+def compress(ctx: RunContext) -> None:
+    from lmalloc.compress.stage import compress_run
+
+    limit = ctx.allowance.deploy
+    assert limit is not None  # the stage is skipped without a deployment limit
+    res = compress_run(ctx.run.root, budget_bytes=int(limit))
+    ctx.run.record_stage("compress", out=COMPRESSED_RESULT, size_bytes=res["size_bytes"],
+                         loss=res["loss"], bpb=res["bpb"])
+
+
+def report(ctx: RunContext) -> None:
+    """report.html; a failure here must not lose the run: it is logged in the manifest
+    (``report_error``) and warned about, and the next rerun (or ``lmalloc report``) tries
+    again."""
+    from lmalloc.report.build import build_report
+
+    try:
+        path = build_report(ctx.run.root)
+    except Exception as e:  # noqa: BLE001 - the trained model matters more than its report
+        ctx.run.update_manifest(report_error=f"{type(e).__name__}: {e}")
+        ctx.say(f"[yellow]warning:[/] the report could not be built ({type(e).__name__}: "
+                f"{e}); the run is complete: retry with `lmalloc report {ctx.run.root}`")
+        return
+    if ctx.run.manifest().get("report_error"):
+        ctx.run.update_manifest(report_error=None)  # an earlier failure, now fixed
+    ctx.run.record_stage("report", out=path.name)
+    ctx.say(f"report: {path}")
+
+
+def _no_deploy(ctx: RunContext) -> bool:
+    return ctx.allowance.deploy is None
+
+
+REGISTRY: tuple[Stage, ...] = (
+    Stage("prepare", prepare, charges_itself=True),
+    Stage("profile", profile, charges_itself=True, title=" (measuring this machine)",
+          skip=lambda ctx: ctx.options.hardware is not None,
+          done=lambda ctx: ctx.run.path(PROFILE_JSON).exists()),
+    Stage("split", split),
+    Stage("search", search, charges_itself=True),
+    Stage("ladder", ladder, charges_itself=True),
+    Stage("fit", fit),
+    Stage("precision", precision, skip=_no_deploy),
+    Stage("plan", plan),
+    Stage("train", train, charges_itself=True),
+    Stage("eval", evaluate),
+    Stage("compress", compress, skip=_no_deploy),
+    Stage("summary", write_summary),
+    Stage("report", report),
+)
+assert tuple(s.name for s in REGISTRY) == STAGES, "lmalloc.layout.STAGES is the order"
+assert {s.name for s in REGISTRY if s.skip is _no_deploy} == set(DEPLOY_STAGES)

@@ -1,0 +1,77 @@
+"""``summary.json``: predicted against achieved, and where the budget went."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lmalloc.layout import COMPRESSED_RESULT, EVAL_JSON, PLAN_JSON, SUMMARY_JSON
+from lmalloc.run.context import RunContext
+from lmalloc.rundir import atomic_write_json, read_json
+
+EXPONENT_RANGE = (0.02, 2.0)  # published fits: 0.07-0.7; outside, a term has vanished
+
+
+def fit_warnings(params: dict[str, float]) -> list[str]:
+    """Plain-language warnings about a degenerate L(N, D) fit: an exponent at an extreme means
+    the ladder could not see that term (e.g. larger models no better at the token counts
+    explored), and the plan then follows the other term alone."""
+    out = []
+    lo, hi = EXPONENT_RANGE
+    for name, term in (("alpha", "model size"), ("beta", "training tokens")):
+        v = params.get(name)
+        if v is not None and not lo <= v <= hi:
+            out.append(f"the fitted exponent {name} = {v:.3g} is outside [{lo}, {hi}]: the "
+                       f"ladder did not resolve the effect of {term}; the plan's choice of it "
+                       "rests on the edge of the explored range (give a larger budget)")
+    return out
+
+
+def _deploy_summary(ctx: RunContext, plan: dict[str, Any]) -> dict[str, Any] | None:
+    """Predicted (law + plan) versus achieved (compressed model) after compression."""
+    limit, shipped = ctx.allowance.deploy, plan.get("deploy")
+    if limit is None or not shipped or shipped.get("loss") is None:
+        return None
+    got = read_json(ctx.run.path(COMPRESSED_RESULT), "compression result")
+    pred = shipped["loss"]
+    lo, hi = pred.get("low"), pred.get("high")
+    return {"limit_bytes": limit, "planned_bits": shipped.get("bits"),
+            "predicted": {"loss": pred, "bpb": shipped.get("bpb")},
+            "achieved": {"loss": got["loss"], "bpb": got["bpb"],
+                         "size_bytes": got["size_bytes"], "formats": got["formats"]},
+            "within_interval": lo is not None and hi is not None and lo <= got["loss"] <= hi}
+
+
+def write_summary(ctx: RunContext) -> None:
+    plan = read_json(ctx.run.path(PLAN_JSON), "plan")
+    m = ctx.run.manifest()
+    final = m["stages"]["train"]
+    ev = read_json(ctx.run.path(EVAL_JSON), "evaluation")["perplexity"]["val"]
+    pred = plan["predicted"]
+    lo, hi = pred["loss"]["low"], pred["loss"]["high"]
+    achieved = final.get("val_loss")
+    by_stage: dict[str, dict[str, float]] = {}
+    for row in m.get("ledger", []):
+        s = by_stage.setdefault(row["stage"], {"flops": 0.0, "seconds": 0.0})
+        s["flops"] += row["flops"]
+        s["seconds"] += row["seconds"]
+    a = ctx.allowance
+    summary = {
+        "allocation": {"N": pred["N"], "D": pred["D"], "model": plan["model"],
+                       "lr": plan["train"]["lr"],
+                       "batch_tokens": plan["train"]["batch_tokens"]},
+        "predicted": {"loss": pred["loss"], "bpb": pred["bpb"]},
+        "achieved": {"val_loss": achieved, "val_bpb": final.get("val_bpb"),
+                     "status": final.get("status"), "eval_bpb": ev["bpb"],
+                     "eval_loss": ev["loss"]},
+        "within_interval": achieved is not None and math.isfinite(achieved)
+        and lo is not None and hi is not None and lo <= achieved <= hi,
+        "spent": ctx.run.spent(), "by_stage": by_stage,
+        "time_scale": ctx.time_scale(),
+        "warnings": m["stages"]["fit"].get("warnings", []),
+        "budget": {"text": a.text, "unit": a.unit, "total": a.total},
+        "split": m.get("budget_split"),
+        "deploy": _deploy_summary(ctx, plan),
+    }
+    atomic_write_json(ctx.run.path(SUMMARY_JSON), summary)
+    ctx.run.record_stage("summary", out=SUMMARY_JSON)
