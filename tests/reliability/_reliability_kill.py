@@ -85,7 +85,10 @@ def serve(root: str, corpus: str) -> None:
             pid = os.fork()
             if pid == 0:  # the child: one attempt at the run
                 os._exit(run_once(root, corpus))
-            print(f"PID {pid}", flush=True)
+            # one write: the child may say its first stage at once, and print's text and
+            # newline are two writes under PYTHONUNBUFFERED ("PID 12STAGE split ...")
+            sys.stdout.write(f"PID {pid}\n")
+            sys.stdout.flush()
             _, status = os.waitpid(pid, 0)
             code = (-os.WTERMSIG(status) if os.WIFSIGNALED(status)
                     else os.WEXITSTATUS(status))

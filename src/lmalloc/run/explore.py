@@ -79,18 +79,23 @@ def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budg
 
 
 def _trained(out: Path, model: dict[str, Any], train: TrainConfig, data_dir: Path,
-             **branch: Any) -> dict[str, Any]:
-    """Train one ladder run (or branch) into ``out`` unless it already finished."""
+             charge: Callable[[dict[str, Any]], None], **branch: Any) -> dict[str, Any]:
+    """Train one ladder run (or branch) into ``out`` unless it already finished; ``charge``
+    the ledger with what this session spent *before* ``result.json`` marks it finished, so a
+    kill between the two cannot lose the charge (a rerun then resumes the finished
+    checkpoint, which costs next to nothing, and charges that)."""
     done = out / "result.json"
     if done.exists():
         result: dict[str, Any] = read_json(done, "ladder result")
         result["session_flops"] = result["session_seconds"] = 0.0  # charged when it ran
+        charge(result)
         return result
     from lmalloc.model.config import GPTConfig
     from lmalloc.train.trainer import Trainer
 
     res = Trainer(GPTConfig.from_dict(model), train, data_dir, out,
                   resume=True, **branch).fit().to_dict()
+    charge(res)
     atomic_write_json(done, res)
     return res
 
@@ -106,9 +111,13 @@ def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, recipe: Recipe,
     snaps = tuple(sorted({b.snapshot_tokens for b in lr_run.branches}))
     stable = recipe.train_config(**train, max_tokens=lr_run.stable_tokens, cooldown_frac=0.0,
                                  snapshot_tokens=snaps, eval_every=0)
-    res = _trained(root / "stable", lr_run.model, stable, run.data)
-    run.charge("ladder", res["session_flops"], res["session_seconds"], size=i, part="stable",
-               status=res["status"], predicted=cost(cfg, float(lr_run.stable_tokens)))
+
+    def charge(part: str, tokens: float) -> Callable[[dict[str, Any]], None]:
+        return lambda r: run.charge("ladder", r["session_flops"], r["session_seconds"], size=i,
+                                    part=part, status=r["status"], predicted=cost(cfg, tokens))
+
+    _trained(root / "stable", lr_run.model, stable, run.data,
+             charge("stable", float(lr_run.stable_tokens)))
     rows = []
     for b in lr_run.branches:
         snap = root / "stable" / "snapshots" / str(b.snapshot_tokens)
@@ -116,10 +125,8 @@ def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, recipe: Recipe,
             snap = root / "stable" / "checkpoint"  # the last snapshot is the end of the run
         r = _trained(root / f"branch-{b.tokens}", lr_run.model,
                      recipe.train_config(**train, max_tokens=b.tokens), run.data,
+                     charge(f"branch-{b.tokens}", float(b.cooldown_tokens)),
                      branch_from=snap, cooldown_tokens=b.cooldown_tokens)
-        run.charge("ladder", r["session_flops"], r["session_seconds"], size=i,
-                   part=f"branch-{b.tokens}", status=r["status"],
-                   predicted=cost(cfg, float(b.cooldown_tokens)))
         rows.append({"N": lr_run.N, "D": r["tokens"], "C": r["flops"], "loss": r["val_loss"],
                      "bpb": r["val_bpb"], "size": i, "branch": b.tokens, "status": r["status"]})
     return rows
