@@ -70,14 +70,40 @@ class Allowance:
             return 0.0
         return min(30.0, 0.03 * self.total) + (0.05 * self.total if self.deploy else 0.0)
 
-    def for_final(self) -> float:
-        """What the final run may spend: the rest, less the reserve."""
-        amount = self.left() - self.reserve()
-        if amount <= 0:
-            raise UserError(f"the budget {self.text!r} was spent by exploration "
-                            f"({self.spent():.3g} of {self.total:.3g} {self.unit}); "
-                            "give a larger budget")
-        return amount
+    def for_final(self, promised: float | None = None) -> tuple[float, dict[str, Any] | None]:
+        """What the final run may spend, and a note when that is less than ``promised`` (the
+        split's final share less the reserve).
+
+        Normally the rest less the reserve. Exploration holds its shares, so the rest falls
+        short of the promise only by the time model's error; when it falls short by more than
+        :data:`FINAL_TOLERANCE`, the note says by how much and which stages overspent. A run
+        never ends without a model because exploration overspent: the final run gets at least
+        :data:`FINAL_FLOOR` of its promise, past the total if need be (the note says so)."""
+        rest = self.left() - self.reserve()
+        if promised is None or rest >= promised * (1 - FINAL_TOLERANCE):
+            if rest <= 0:
+                raise UserError(f"the budget {self.text!r} was spent before the final run "
+                                f"({self.spent():.3g} of {self.total:.3g} {self.unit}); "
+                                "give a larger budget")
+            return rest, None
+        amount = max(rest, FINAL_FLOOR * promised)
+        by_stage = {s: round(self.spent(s), 3) for s in ("prepare", "profile", "search",
+                                                         "ladder", "fit", "precision")}
+        note = {"promised": promised, "given": amount, "unit": self.unit,
+                "over_total": amount > rest, "spent_by_stage": by_stage,
+                "why": (f"the stages before the final run spent {self.spent():.4g} of "
+                        f"{self.total:.4g} {self.unit}, leaving {max(rest, 0.0):.4g} of the "
+                        f"{promised:.4g} promised"
+                        + (f"; the final run gets {amount:.4g} (a floor of "
+                           f"{FINAL_FLOOR:.0%} of its share), past the total budget"
+                           if amount > rest else ""))}
+        return amount, note
+
+
+FINAL_TOLERANCE = 0.05
+"""How far short of its promised share the final run may fall before the run says so."""
+FINAL_FLOOR = 0.25
+"""The least share of its promise the final run gets, even past the total budget."""
 
 
 class RunContext:

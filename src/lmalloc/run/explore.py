@@ -23,12 +23,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmalloc.layout import LADDER_CSV
-from lmalloc.plan.ladder import CostFn, Ladder, LadderRun
+from lmalloc.plan.ladder import MIN_SIZES, CostFn, Ladder, LadderRun
 from lmalloc.plan.recipe import Recipe
 from lmalloc.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 
@@ -100,56 +100,145 @@ def _trained(out: Path, model: dict[str, Any], train: TrainConfig, data_dir: Pat
     return res
 
 
+LADDER_TOLERANCE = 0.05
+"""How far past its share the ladder may go: its time model's error on one training (the
+decisions below use the calibrated model; the hard time cap is the share times 1 + this)."""
+
+
+@dataclass(frozen=True)
+class LadderAllowance:
+    """The ladder's share of the budget and how it predicts a training's cost *now*.
+
+    ``scale()`` is the run's measured-over-predicted time so far (``RunContext.time_scale``;
+    1 for FLOP budgets), so each decision uses everything measured up to that boundary."""
+
+    share: float
+    unit: str
+    scale: Callable[[], float] = lambda: 1.0
+    tolerance: float = LADDER_TOLERANCE
+
+    def left(self, run: RunDir) -> float:
+        return self.share * (1 + self.tolerance) - float(run.spent("ladder")[self.unit])
+
+    def fits(self, run: RunDir, predicted: float) -> bool:
+        """Would a training the uncalibrated model prices at ``predicted`` end in the share?"""
+        return predicted * self.scale() <= self.left(run)
+
+
+def _size_cost(lr_run: LadderRun, cost: CostFn) -> float:
+    from lmalloc.model.config import GPTConfig
+
+    cfg = GPTConfig.from_dict(lr_run.model)
+    return cost(cfg, float(lr_run.stable_tokens)) + sum(
+        cost(cfg, float(b.cooldown_tokens)) for b in lr_run.branches)
+
+
 def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, recipe: Recipe,
-                 train: dict[str, Any], cost: CostFn) -> list[dict[str, Any]]:
+                 train: dict[str, Any], cost: CostFn, allow: LadderAllowance | None,
+                 say: Callable[[str], None]) -> list[dict[str, Any]]:
     """The stable run of one ladder size and its cooldown branches: one table row each.
-    Each ledger row carries the cost the design predicted (for the time-model calibration)."""
+    Each ledger row carries the cost the design predicted (for the time-model calibration).
+
+    Under a time share the stable run is capped at what is left of it, and a branch that the
+    calibrated time model says would end past the share is not started: a machine slower than
+    its profile loses ladder points, never the final run's share."""
     from lmalloc.model.config import GPTConfig
 
     cfg = GPTConfig.from_dict(lr_run.model)
     root = run.path(f"ladder/{i}")
     snaps = tuple(sorted({b.snapshot_tokens for b in lr_run.branches}))
+    cap = {}
+    if allow is not None and allow.unit == "seconds":
+        done_before = _seconds_so_far(root / "stable")
+        cap = {"max_seconds": max(1.0, done_before + allow.left(run))}
     stable = recipe.train_config(**train, max_tokens=lr_run.stable_tokens, cooldown_frac=0.0,
-                                 snapshot_tokens=snaps, eval_every=0)
+                                 snapshot_tokens=snaps, eval_every=0, **cap)
 
     def charge(part: str, tokens: float) -> Callable[[dict[str, Any]], None]:
         return lambda r: run.charge("ladder", r["session_flops"], r["session_seconds"], size=i,
                                     part=part, status=r["status"], predicted=cost(cfg, tokens))
 
-    _trained(root / "stable", lr_run.model, stable, run.data,
-             charge("stable", float(lr_run.stable_tokens)))
+    res = _trained(root / "stable", lr_run.model, stable, run.data,
+                   charge("stable", float(lr_run.stable_tokens)))
     rows = []
     for b in lr_run.branches:
         snap = root / "stable" / "snapshots" / str(b.snapshot_tokens)
-        if b.snapshot_tokens >= lr_run.stable_tokens and not snap.exists():
+        if b.snapshot_tokens >= lr_run.stable_tokens and not snap.exists() \
+                and res["status"] == "completed":
             snap = root / "stable" / "checkpoint"  # the last snapshot is the end of the run
-        r = _trained(root / f"branch-{b.tokens}", lr_run.model,
-                     recipe.train_config(**train, max_tokens=b.tokens), run.data,
-                     charge(f"branch-{b.tokens}", float(b.cooldown_tokens)),
+        branch_dir = root / f"branch-{b.tokens}"
+        if not (branch_dir / "result.json").exists():
+            if not snap.exists():  # the stable run stopped (time cap) before this snapshot
+                say(f"ladder: size {i} branch {b.tokens} skipped (the stable run stopped at "
+                    f"{res['tokens']} tokens: {res['status']})")
+                continue
+            if allow is not None and not branch_dir.exists() \
+                    and not allow.fits(run, cost(cfg, float(b.cooldown_tokens))):
+                say(f"ladder: size {i} branch {b.tokens} dropped (it would end past the "
+                    f"ladder's share of {allow.share:.4g} {allow.unit})")
+                continue
+        r = _trained(branch_dir, lr_run.model, recipe.train_config(**train, max_tokens=b.tokens),
+                     run.data, charge(f"branch-{b.tokens}", float(b.cooldown_tokens)),
                      branch_from=snap, cooldown_tokens=b.cooldown_tokens)
         rows.append({"N": lr_run.N, "D": r["tokens"], "C": r["flops"], "loss": r["val_loss"],
                      "bpb": r["val_bpb"], "size": i, "branch": b.tokens, "status": r["status"]})
     return rows
 
 
+def _seconds_so_far(out: Path) -> float:
+    """Seconds an interrupted training already ran (its checkpoint's state), else 0."""
+    state = out / "checkpoint" / "state.json"
+    if not state.exists():
+        return 0.0
+    try:
+        return float(read_json(state, "checkpoint state").get("seconds", 0.0))
+    except Exception:  # noqa: BLE001 - an unreadable state is the trainer's to report
+        return 0.0
+
+
 def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
                      warmup: float, mup_base_width: int, cost: CostFn,
-                     budget: float | None = None, unit: str = "seconds",
-                     on_size: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+                     allow: LadderAllowance | None = None,
+                     on_size: Callable[[], None] | None = None,
+                     say: Callable[[str], None] = lambda _m: None,
+                     min_sizes: int = MIN_SIZES) -> list[dict[str, Any]]:
     """Train every ladder size and branch (smallest first); write ``ladder.csv``; return its
-    rows. With ``budget``: once three sizes are done (enough for the fit), a size that would
-    start after the ladder has already spent ``budget`` (in ``unit``) is skipped, so a
-    machine slower than its profile cannot eat the final run's share."""
+    rows.
+
+    With ``allow`` the ladder holds its share at every training boundary: before a size
+    starts, the largest planned sizes are dropped (down to ``min_sizes``) while the calibrated
+    time model says the rest would not fit; once ``min_sizes`` sizes are done, a size that does
+    not fit is not started; inside a size, see :func:`_ladder_size`. What was dropped is said
+    and recorded in the manifest (``ladder_dropped``)."""
     train = {"lr": lr, "warmup": warmup}
+    kept = sorted(ladder.runs, key=lambda r: r.N)
     rows: list[dict[str, Any]] = []
-    for i, lr_run in enumerate(sorted(ladder.runs, key=lambda r: r.N)):
-        if budget is not None and i >= 3 and run.spent("ladder")[unit] >= budget:
-            if not run.path(f"ladder/{i}/stable/result.json").exists():
-                continue
-        model = {**lr_run.model, "mup_base_width": mup_base_width}
-        rows.extend(_ladder_size(run, i, replace(lr_run, model=model), recipe, train, cost))
+    dropped: list[str] = []
+    i = 0
+    while i < len(kept):
+        started = run.path(f"ladder/{i}/stable").exists()
+        if allow is not None and not started:
+            while len(kept) > max(i + 1, min_sizes) and not allow.fits(
+                    run, sum(_size_cost(r, cost) for r in kept[i:])):
+                gone = kept.pop()
+                dropped.append(f"size {len(kept)} (N={gone.N})")
+                say(f"ladder: dropped its largest planned size (N={gone.N}): the calibrated "
+                    f"time model says the rest would not fit the share of {allow.share:.4g} "
+                    f"{allow.unit}")
+            if allow.left(run) <= 0 or (i >= min_sizes
+                                        and not allow.fits(run, _size_cost(kept[i], cost))):
+                dropped.extend(f"size {j} (N={r.N})" for j, r in enumerate(kept[i:], i))
+                say(f"ladder: stopped after {i} sizes: its share of {allow.share:.4g} "
+                    f"{allow.unit} is spent")
+                break
+        model = {**kept[i].model, "mup_base_width": mup_base_width}
+        rows.extend(_ladder_size(run, i, replace(kept[i], model=model), recipe, train, cost,
+                                 allow, say))
         if on_size is not None:
             on_size()
+        i += 1
+    if dropped:
+        run.update_manifest(ladder_dropped=dropped)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=LADDER_COLUMNS, lineterminator="\n")
     w.writeheader()

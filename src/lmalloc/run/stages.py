@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmalloc.layout import (
     COMPRESSED_RESULT,
@@ -34,6 +34,9 @@ from lmalloc.run.budget_bar import BudgetBar
 from lmalloc.run.context import RunContext
 from lmalloc.run.summary import fit_warnings, write_summary
 from lmalloc.rundir import atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from lmalloc.plan.ladder import Ladder
 
 LADDER_FLOOR_HALVINGS = 2
 """When the budget cannot pay for a ladder of ``Recipe.min_params``-sized models (a slow or
@@ -139,33 +142,55 @@ def search(ctx: RunContext) -> None:
 
 
 def ladder(ctx: RunContext) -> None:
-    from lmalloc.plan.ladder import Ladder, LadderBudgetError, design_ladder
-    from lmalloc.run.explore import run_ladder_stage
+    from lmalloc.plan.ladder import Ladder
+    from lmalloc.run.explore import LadderAllowance, run_ladder_stage
 
-    recipe, a, doc = ctx.recipe, ctx.allowance, _split_doc(ctx)
+    a, doc = ctx.allowance, _split_doc(ctx)
     path = ctx.run.path(LADDER_JSON)
     # what the search left of the exploration share
     share = float(doc["search_budget"]) + float(doc["ladder_budget"]) - a.spent("search")
     if path.exists():  # resuming: the design is fixed once the first run started
         design = Ladder.from_dict(read_json(path, "ladder design"))
-    else:  # re-design with what the search left of the exploration budget
-        planned = Ladder.from_dict(doc["ladder"])
-        try:
-            design = design_ladder(share, ctx.cost(), planned.target_flops, ctx.vocab,
-                                   recipe.seq_len, recipe.batch_tokens,
-                                   min_params=float(doc.get("min_params", recipe.min_params)),
-                                   cooldown_frac=recipe.cooldown_frac)
-        except LadderBudgetError as e:  # slower than profiled: keep the split's design
-            ctx.say(f"[yellow]warning:[/] {e}; keeping the split's ladder design")
-            design = planned
+    else:
+        design = _redesign_ladder(ctx, share, Ladder.from_dict(doc["ladder"]),
+                                  float(doc.get("min_params", ctx.recipe.min_params)))
         atomic_write_json(path, design.to_dict())
     found = ctx.search
+    allow = LadderAllowance(share, a.unit, scale=ctx.time_scale)
     with BudgetBar(ctx.run, "ladder", share, a.unit, ctx.progress) as bar:
-        rows = run_ladder_stage(ctx.run, design, recipe, lr=found.lr, warmup=found.warmup,
+        rows = run_ladder_stage(ctx.run, design, ctx.recipe, lr=found.lr, warmup=found.warmup,
                                 mup_base_width=found.base_width, cost=ctx.cost(calibrated=False),
-                                budget=share, unit=a.unit, on_size=bar.update)
-    ctx.run.record_stage("ladder", out=LADDER_CSV, points=len(rows),
-                         time_scale=ctx.time_scale())
+                                allow=allow, on_size=bar.update, say=ctx.say)
+    ctx.run.record_stage("ladder", out=LADDER_CSV, points=len(rows), share=share,
+                         time_scale=ctx.time_scale(),
+                         dropped=ctx.run.manifest().get("ladder_dropped", []))
+
+
+def _redesign_ladder(ctx: RunContext, share: float, planned: Ladder, floor: float) -> Ladder:
+    """The ladder for what the search left, priced with the time model as calibrated by the
+    search's own trials. A machine slower than profiled lowers the smallest size (halving it
+    up to :data:`LADDER_FLOOR_HALVINGS` times) before it gives up and keeps the split's design,
+    which the ladder's runner then trims to its share (see ``run_ladder_stage``)."""
+    from lmalloc.plan.ladder import LadderBudgetError, design_ladder
+
+    recipe, cost = ctx.recipe, ctx.cost()
+    for attempt in range(LADDER_FLOOR_HALVINGS + 1):
+        try:
+            design = design_ladder(share, cost, planned.target_flops, ctx.vocab,
+                                   recipe.seq_len, recipe.batch_tokens, min_params=floor,
+                                   cooldown_frac=recipe.cooldown_frac)
+        except LadderBudgetError as e:
+            if attempt == LADDER_FLOOR_HALVINGS:
+                ctx.say(f"[yellow]warning:[/] {e}; keeping the split's design, trimmed to "
+                        "the ladder's share as it runs")
+                return planned
+            floor /= 2
+            continue
+        if attempt:
+            ctx.say(f"[yellow]warning:[/] this machine runs slower than profiled (time scale "
+                    f"{ctx.time_scale():.2f}); the ladder starts at {floor:.3g} parameters")
+        return design
+    raise AssertionError("unreachable")
 
 
 def fit(ctx: RunContext) -> None:
@@ -209,10 +234,15 @@ def plan(ctx: RunContext) -> None:
     from lmalloc.run.precision import load_precision_law
     from lmalloc.scaling import load_laws
 
-    a, found = ctx.allowance, ctx.search
+    a, found, split_doc = ctx.allowance, ctx.search, _split_doc(ctx)
     law = load_laws(ctx.run.path(LAWS_JSON))["parametric"]
+    amount, short = a.for_final(float(split_doc["final_budget"]) - a.reserve())
+    if short is not None:
+        ctx.say(f"[yellow]warning:[/] the final run gets less than the split promised: "
+                f"{short['why']}")
+        ctx.run.update_manifest(final_share=short)
     doc = make_plan(
-        law, amount=a.for_final(), unit=a.unit, hardware=ctx.hardware, vocab_size=ctx.vocab,
+        law, amount=amount, unit=a.unit, hardware=ctx.hardware, vocab_size=ctx.vocab,
         recipe=ctx.recipe, lr=found.lr, warmup=found.warmup, mup_base_width=found.base_width,
         tokens_per_byte=ctx.tokens_per_byte, memory_bytes=a.memory,
         source="search at the ladder's smallest width, μP", time_scale=ctx.time_scale(),

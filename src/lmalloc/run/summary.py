@@ -42,6 +42,22 @@ def _deploy_summary(ctx: RunContext, plan: dict[str, Any]) -> dict[str, Any] | N
             "within_interval": lo is not None and hi is not None and lo <= got["loss"] <= hi}
 
 
+def stage_shares(manifest: dict[str, Any], unit: str) -> dict[str, dict[str, float]]:
+    """Each budgeted stage's share (from the split) against what it spent, in ``unit``.
+    The ladder's share is what the search left of exploration, as the ladder stage uses it."""
+    split = manifest.get("budget_split") or {}
+    spent: dict[str, float] = {}
+    for row in manifest.get("ledger", []):
+        spent[row["stage"]] = spent.get(row["stage"], 0.0) + float(row[unit])
+    if not split:
+        return {}
+    search = float(split["search"])
+    ladder = search + float(split["ladder"]) - spent.get("search", 0.0)
+    return {"search": {"share": search, "spent": spent.get("search", 0.0)},
+            "ladder": {"share": ladder, "spent": spent.get("ladder", 0.0)},
+            "train": {"share": float(split["final"]), "spent": spent.get("train", 0.0)}}
+
+
 def write_summary(ctx: RunContext) -> None:
     plan = read_json(ctx.run.path(PLAN_JSON), "plan")
     m = ctx.run.manifest()
@@ -71,6 +87,9 @@ def write_summary(ctx: RunContext) -> None:
         "warnings": m["stages"]["fit"].get("warnings", []),
         "budget": {"text": a.text, "unit": a.unit, "total": a.total},
         "split": m.get("budget_split"),
+        "shares": stage_shares(m, a.unit),
+        "final_share": m.get("final_share"),
+        "ladder_dropped": m.get("ladder_dropped", []),
         "deploy": _deploy_summary(ctx, plan),
     }
     atomic_write_json(ctx.run.path(SUMMARY_JSON), summary)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -92,6 +93,20 @@ def _config_dict(model_cfg: Any) -> dict[str, Any]:
     return model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else asdict(model_cfg)
 
 
+SLOWDOWN_ENV = "LMALLOC_SLOWDOWN"
+
+
+def slowdown() -> float:
+    """``$LMALLOC_SLOWDOWN`` (default 1): every training step then takes that many times its
+    time, as on a machine that slowed down after it was profiled (another job started). For
+    testing that time budgets hold; a value that is not a number ≥ 1 is ignored."""
+    try:
+        f = float(os.environ.get(SLOWDOWN_ENV, "1"))
+    except ValueError:
+        return 1.0
+    return f if math.isfinite(f) and f >= 1.0 else 1.0
+
+
 class Trainer:
     """Train a GPT on a prepared data folder, writing metrics and checkpoints to ``out_dir``.
 
@@ -125,6 +140,7 @@ class Trainer:
         cooldown_tokens: int | None = None, progress: bool = False, parallel: str = "ddp",
     ) -> None:
         self.model_cfg, self.cfg = model_cfg, train_cfg
+        self._slowdown = slowdown()
         self.out_dir = Path(out_dir)
         self.resume, self.init_from = resume, init_from
         self.branch_from = Path(branch_from) if branch_from is not None else None
@@ -368,6 +384,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize(self.ctx.device)
+        if self._slowdown > 1.0:  # a simulated slower machine (tests of budget holding)
+            time.sleep((self._slowdown - 1.0) * (time.perf_counter() - t0))
         dt = time.perf_counter() - t0
         self.step += 1
         s = self.state

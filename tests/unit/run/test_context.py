@@ -46,10 +46,26 @@ def test_allowance_reserve_and_the_final_share(tmp_path: Path) -> None:
     assert Allowance(run, "1e15flops", "flops", 1e15, None, 2e6).reserve() == 0.0
     run.charge("search", 1e9, 100.0)
     assert seconds.left() == pytest.approx(500.0)
-    assert seconds.for_final() == pytest.approx(482.0)
+    assert seconds.for_final() == (pytest.approx(482.0), None)
+    assert seconds.for_final(promised=490.0) == (pytest.approx(482.0), None)  # within 5 %
     run.charge("ladder", 1e9, 490.0)
-    with pytest.raises(UserError, match="was spent by exploration"):
+    with pytest.raises(UserError, match="was spent before the final run"):
         seconds.for_final()
+
+
+def test_an_overspent_exploration_still_leaves_the_final_run_a_floor(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "r")
+    a = Allowance(run, "10m", "seconds", 600.0, None, None)
+    run.charge("search", 1e9, 100.0)
+    run.charge("ladder", 1e9, 300.0)  # the split promised the final run 400 s
+    amount, note = a.for_final(promised=400.0 - a.reserve())
+    assert amount == pytest.approx(200.0 - 18.0)  # what is left, less the reserve
+    assert note is not None and not note["over_total"]
+    assert note["spent_by_stage"]["ladder"] == 300.0 and "leaving 182" in note["why"]
+    run.charge("ladder", 1e9, 190.0)  # 10 s left: below the reserve
+    amount, note = a.for_final(promised=382.0)
+    assert amount == pytest.approx(0.25 * 382.0)  # the floor, past the total
+    assert note is not None and note["over_total"] and "past the total budget" in note["why"]
 
 
 def test_the_allowance_unit_is_compute_when_given(tmp_path: Path) -> None:
