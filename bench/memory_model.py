@@ -53,6 +53,16 @@ CONFIGS: tuple[tuple[int, int, int, int, int, int, str, str, bool], ...] = (
     (384, 6, 6, 8192, 8, 256, "fp32", "sdpa", True),
     (384, 4, 6, 8192, 8, 256, "bf16", "sdpa", False),
     (256, 2, 4, 16384, 4, 256, "bf16", "sdpa", False),
+    # small vocabularies, with and without checkpointing (issue 20): where the recomputed
+    # block, not the loss, sets the checkpointed peak; they informed its working-set terms
+    (128, 8, 4, 256, 8, 256, "fp32", "sdpa", False),
+    (128, 8, 4, 256, 8, 256, "fp32", "sdpa", True),
+    (256, 6, 4, 256, 4, 256, "fp32", "sdpa", False),
+    (256, 6, 4, 256, 4, 256, "fp32", "sdpa", True),
+    (192, 6, 3, 512, 8, 128, "fp32", "sdpa", False),
+    (192, 6, 3, 512, 8, 128, "fp32", "sdpa", True),
+    (384, 3, 6, 512, 4, 256, "fp32", "sdpa", False),
+    (384, 3, 6, 512, 4, 256, "fp32", "sdpa", True),
 )
 SPEC_FIELDS = ("d_model", "n_layer", "n_head", "vocab", "micro_batch", "seq_len", "precision",
                "attention", "ckpt")
@@ -78,8 +88,7 @@ def _child(spec: dict[str, Any]) -> dict[str, float]:
     cfg = GPTConfig(vocab_size=spec["vocab"], n_layer=spec["n_layer"], n_head=spec["n_head"],
                     d_model=spec["d_model"], seq_len=spec["seq_len"])
     model = GPT(cfg)
-    if spec["ckpt"]:
-        _checkpoint_blocks(model, cfg.n_layer)
+    model.activation_checkpointing = spec["ckpt"]  # what TrainConfig.activation_checkpointing sets
     opt = torch.optim.AdamW(model.optim_groups(lr=1e-4, weight_decay=0.1), lr=1e-4)
     x = torch.randint(0, cfg.vocab_size, (spec["micro_batch"], spec["seq_len"]))
     y = torch.roll(x, -1, dims=1)
@@ -116,19 +125,6 @@ def _warm_up_runtime(gpt: Any) -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
     del tiny, opt
-
-
-def _checkpoint_blocks(model: Any, n_layer: int) -> None:
-    """Wrap each transformer block's forward in torch.utils.checkpoint (whatever its args)."""
-    import torch
-    from torch.utils.checkpoint import checkpoint
-
-    blocks = next(m for m in model.modules()
-                  if isinstance(m, torch.nn.ModuleList) and len(m) == n_layer)
-    for blk in blocks:
-        def fwd(*a: Any, _orig: Any = blk.forward, **k: Any) -> Any:
-            return checkpoint(_orig, *a, use_reentrant=False, **k)
-        blk.forward = fwd
 
 
 def _status(key: str) -> float:
@@ -191,7 +187,8 @@ def main() -> None:
                                  capture_output=True, text=True, env=env, check=True)
             meas = json.loads(out.stdout.strip().splitlines()[-1])
         cfg = GPTConfig(vocab_size=V, n_layer=L, n_head=h, d_model=d, seq_len=T)
-        est = estimate_memory(cfg, B, T, prec, activation_checkpointing=ckpt, attention=attn)
+        est = estimate_memory(cfg, B, T, prec, activation_checkpointing=ckpt, attention=attn,
+                              device="cpu")
         measured_step = meas["peak_rss"] - meas["base_rss"]
         measured_total = meas["weights_bytes"] + measured_step
         N = param_count(cfg)

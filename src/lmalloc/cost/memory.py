@@ -36,7 +36,8 @@ Activations follow Korthikanti et al. 2022, "Reducing Activation Recomputation i
 Transformer Models" (Sec. 4.1, eq. 1: ``sbh(34 + 5as/h)`` bytes per layer for their GPT),
 re-derived for THIS architecture by listing the tensors autograd saves per layer and token:
 residual input and RMSNorm output before attention and before the MLP (``4d``, residual
-dtype), the fused QKV output and the rotated q, k (``2d + 3d_kv``), the attention output
+dtype), the fused QKV output and the rotated q, k (``2d + 3d_kv``; ``d + 2d_kv`` on the
+fp32 CPU path, whose RoPE Function keeps only its rotated copy), the attention output
 and its ``(B, T, C)`` copy (``2d``), the SwiGLU gate input, its SiLU, the up projection
 and their product (``4 d_ff``), the bf16 casts of both norm outputs under autocast
 (``2d``), and dropout masks (1 byte). This list was checked against the tensors autograd
@@ -45,8 +46,13 @@ Fused attention (SDPA flash / memory-efficient kernels) keeps only a log-sum-exp
 math attention also keeps the ``T × T`` softmax probabilities of every head (``a T`` per
 token; in fp32 under autocast, plus the bf16 copy the second matmul saves). With activation
 checkpointing per block only the block inputs are kept (``d`` per layer and token), plus
-one block's activations while it is recomputed, which happens after the loss's buffers are
-freed (so the larger of the two counts).
+one block's activations while it is recomputed and that block's backward working set (the
+gradients of the SwiGLU hidden ``2 d_ff``, of its activation and of the product
+``2 d_ff``, and of the block's output and input ``2d``, in the residual dtype); the peak
+is at the first block, recomputed last, when the gradients of all later blocks exist. This
+happens after the loss's buffers are freed (so the larger of the two counts). Without the
+working set and the later blocks' gradients the prediction was 5-27 MiB (up to 24 %) low on
+four small-vocabulary CPU shapes (issue 20); with them, +2 % to +12 % high.
 
 Logits: the caller holds the logits (compute dtype), the loss keeps the fp32 log-softmax, and
 backward makes the fp32 gradients of the log-softmax output and input: ``16 · B·T·V`` bytes
@@ -115,7 +121,7 @@ def _check(precision: str, parallel: str, attention: str, devices: int) -> str:
 
 def activation_bytes_per_token(
     cfg: GPTConfig, seq_len: int, precision: str = "fp32", attention: str = "sdpa",
-    activation_checkpointing: bool = False,
+    activation_checkpointing: bool = False, cpu_path: bool = False,
 ) -> float:
     """Bytes of saved activations per token for the whole model (see the module docstring).
 
@@ -132,16 +138,23 @@ def activation_bytes_per_token(
     final = hi * 3 * d + (lo * d if precision == "bf16" else 0)  # last output, final norm
     if activation_checkpointing:
         return float(cfg.n_layer * hi * d + final)
-    return float(cfg.n_layer * layer_bytes_per_token(cfg, seq_len, precision, attention) + final)
+    layer = layer_bytes_per_token(cfg, seq_len, precision, attention, cpu_path)
+    return float(cfg.n_layer * layer + final)
 
 
 def layer_bytes_per_token(cfg: GPTConfig, seq_len: int, precision: str = "fp32",
-                          attention: str = "sdpa") -> float:
-    """Bytes one transformer block saves for backward, per token."""
+                          attention: str = "sdpa", cpu_path: bool = False) -> float:
+    """Bytes one transformer block saves for backward, per token.
+
+    ``cpu_path``: the fp32 CPU training path of :mod:`lmalloc.model.gpt` (its RoPE autograd
+    Function writes q, k, v into one new buffer and saves nothing else, so the fused QKV
+    output is not kept: ``d + 2 d_kv`` instead of ``2d + 3 d_kv``).
+    """
     d, f, a = cfg.d_model, cfg.ff_dim, cfg.n_head
     d_kv = cfg.kv_heads * cfg.head_dim
     hi, lo = _ACT_BYTES[precision]
-    per_layer = hi * 4 * d + lo * (4 * d + 3 * d_kv + 4 * f) + 4 * a
+    qkv = d + 2 * d_kv if cpu_path and precision == "fp32" else 2 * d + 3 * d_kv
+    per_layer = hi * 4 * d + lo * (2 * d + qkv + 4 * f) + 4 * a
     if precision == "bf16":
         per_layer += lo * 2 * d  # autocast's bf16 copies of the two norm outputs
     if cfg.dropout > 0:
@@ -172,6 +185,7 @@ def estimate_memory(
     activation_checkpointing: bool = False,
     attention: str = "sdpa",
     grad_accum: int = 1,
+    device: str = "cuda",
 ) -> MemoryEstimate:
     """Peak training memory of one device for a GPT, micro-batch and parallelism.
 
@@ -184,6 +198,8 @@ def estimate_memory(
         activation_checkpointing: recompute each block in backward.
         attention: ``sdpa`` (fused kernel) or ``math`` (materialises T×T scores).
         grad_accum: micro-batches per optimizer step (> 1 keeps all gradients alive).
+        device: ``cuda`` or ``cpu`` (fp32 on CPU takes the model's CPU autograd path, which
+            saves less per block; see :func:`layer_bytes_per_token`).
 
     Example:
         >>> from lmalloc.model.config import GPTConfig
@@ -194,6 +210,8 @@ def estimate_memory(
         8
     """
     precision = _check(precision, parallel, attention, devices)
+    if device not in ("cuda", "cpu"):
+        raise invalid("device", device, "cuda or cpu")
     if micro_batch < 1:
         raise invalid("micro_batch", micro_batch, "at least 1 sequence")
     T = int(seq_len or cfg.seq_len)
@@ -207,12 +225,19 @@ def estimate_memory(
     grads = N * g_b / (k if stage >= 2 else 1)
     optim = N * o_b / (k if stage >= 1 else 1)
     tokens = micro_batch * T
+    cpu_path = device == "cpu"
     acts = tokens * activation_bytes_per_token(cfg, T, precision, attention,
-                                               activation_checkpointing)
+                                               activation_checkpointing, cpu_path)
     logits = tokens * logits_bytes_per_token(cfg, precision)
     # checkpointing: the recomputed block lives after the loss's buffers are freed
-    loss_or_recompute = max(logits, tokens * layer_bytes_per_token(cfg, T, precision, attention)
-                            if activation_checkpointing else 0.0)
+    hi = _ACT_BYTES[precision][0]
+    # the first block, recomputed last: its activations and backward working set, with the
+    # gradients of every later block already made
+    later_grads = (param_count(cfg, non_embedding=True) * (cfg.n_layer - 1) / cfg.n_layer
+                   * g_b / (k if stage >= 2 else 1))
+    recompute = tokens * (layer_bytes_per_token(cfg, T, precision, attention, cpu_path)
+                          + hi * (4 * cfg.ff_dim + 2 * cfg.d_model)) + later_grads
+    loss_or_recompute = max(logits, recompute if activation_checkpointing else 0.0)
     buffers = _buffers(cfg, N, precision, parallel, stage, devices)
     opt_temp = N * o_b / 2 / (k if stage >= 1 else 1)  # foreach AdamW: one state-sized temp
     live = grads if grad_accum > 1 else grads * cfg.vocab_size * cfg.d_model / N
@@ -321,9 +346,11 @@ class Recommendation:
         return d
 
 
-# Cheapest first: checkpointing costs ~1/3 more compute, ZeRO-3 more communication.
-_LAYOUTS_MULTI = [("ddp", False), ("zero1", False), ("zero2", False), ("zero3", False),
-                  ("zero2", True), ("zero3", True)]
+# Cheapest first: checkpointing costs ~1/3 more compute, FSDP (ZeRO-3) more communication.
+# Only layouts ``lmalloc train`` runs (``parallel`` ddp/fsdp, TrainConfig's
+# ``activation_checkpointing``): ZeRO-1/2 stay in :func:`estimate_memory` for comparison but
+# are never recommended, since the trainer has no ZeRO-1/2 layout.
+_LAYOUTS_MULTI = [("ddp", False), ("fsdp", False), ("ddp", True), ("fsdp", True)]
 _LAYOUTS_ONE = [("single", False), ("single", True)]
 HEADROOM = 0.90  # leave 10 % for the allocator's fragmentation, CUDA context, the data loader
 
@@ -339,7 +366,9 @@ def recommend(
 ) -> Recommendation:
     """The cheapest layout (parallelism, checkpointing) and largest micro-batch that fit.
 
-    Tries layouts from cheapest to dearest and, within one, the largest power-of-two
+    Only layouts the trainer runs: ``single``/``ddp``/``fsdp`` (the names of
+    ``lmalloc train --parallel``), each without and with activation checkpointing. Tries
+    layouts from cheapest to dearest and, within one, the largest power-of-two
     micro-batch that divides each device's share of the batch and fits in
     ``HEADROOM × memory_bytes`` (pass ``hardware.memory_bytes`` or a ``mem=`` budget).
 
@@ -379,7 +408,7 @@ def _suggest(cfg: GPTConfig, est: MemoryEstimate, limit: float, T: int, precisio
     """The smallest change that would fit: more devices, more memory, or a shorter sequence."""
     need = est.peak / HEADROOM
     parts = [f"the model ({est.params:.3g} parameters) needs {gib(est.peak)} per device even "
-             f"with micro-batch 1, {'ZeRO-3 and ' if devices > 1 else ''}activation "
+             f"with micro-batch 1, {'FSDP and ' if devices > 1 else ''}activation "
              f"checkpointing, over the {gib(limit)} usable ({HEADROOM:.0%} of the memory)"]
     k = min_devices_to_fit(cfg, limit, T, precision)
     if k is not None and k > devices:

@@ -68,14 +68,23 @@ QUICK_SHAPES = (BenchShape(32, 1, 2, 128, 2, 16), BenchShape(64, 2, 2, 256, 4, 3
                 BenchShape(64, 1, 4, 256, 4, 64))
 
 
-def _median_seconds(fn: Callable[[], None], repeats: int, sync: Callable[[], None]) -> float:
-    times = []
+def _timings(fn: Callable[[], None], repeats: int, sync: Callable[[], None],
+             ) -> tuple[list[float], list[float]]:
+    """Wall and process CPU seconds of each of ``repeats`` calls. With one thread, CPU time
+    is what the call costs on an idle machine: time spent descheduled by other processes
+    counts in wall time only."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
+def _median_seconds(fn: Callable[[], None], repeats: int, sync: Callable[[], None]) -> float:
+    return statistics.median(_timings(fn, repeats, sync)[0])
 
 
 def _sync(device: Any) -> Callable[[], None]:
@@ -134,25 +143,39 @@ def measure_bandwidth(device: str = "cpu", mbytes: int = 256, repeats: int = 5) 
 
 def measure_training(
     shape: BenchShape, device: str = "cpu", warmup: int = 2, steps: int = 3,
-    precision: str = "fp32", seed: int = 0,
+    precision: str = "fp32", seed: int = 0, activation_checkpointing: bool = False,
+    compile_backend: str | None = None,
 ) -> dict[str, Any]:
-    """Median seconds of one training step (forward, backward, AdamW) of one GPT shape."""
+    """Median seconds of one training step (forward, backward, AdamW) of one GPT shape.
+
+    On CUDA also the peak memory of the steps (``torch.cuda.max_memory_allocated``, with the
+    weights allocated before them as ``memory_weights_bytes``), for the memory model.
+    ``compile_backend`` (e.g. ``inductor``) runs the model under ``torch.compile`` with that
+    backend; its compilation falls in the warm-up.
+    """
     import torch
 
     from lmalloc.model.gpt import GPT
 
     torch.manual_seed(seed)
     dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
     cfg = shape.config()
     model = GPT(cfg).to(dev)
+    model.activation_checkpointing = activation_checkpointing
+    weights = torch.cuda.memory_allocated(dev) if cuda else None
     opt = torch.optim.AdamW(model.optim_groups(lr=1e-4, weight_decay=0.1), lr=1e-4)
     x = torch.randint(0, cfg.vocab_size, (shape.micro_batch, shape.seq_len), device=dev)
     y = torch.roll(x, -1, dims=1)
     use_bf16 = precision.startswith("bf16")
+    run = torch.compile(model, backend=compile_backend) if compile_backend else model
 
     def step() -> None:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-            _, loss = model(x, y)
+            _, loss = run(x, y)
         assert loss is not None
         loss.backward()
         opt.step()
@@ -160,7 +183,8 @@ def measure_training(
 
     for _ in range(warmup):
         step()
-    sec = _median_seconds(step, steps, _sync(dev))
+    wall, cpu = _timings(step, steps, _sync(dev))
+    sec = statistics.median(wall)
     tokens = shape.micro_batch * shape.seq_len
     fpt = train_flops_per_token(cfg)
     return {
@@ -169,6 +193,10 @@ def measure_training(
         "seq_len": shape.seq_len, "params": param_count(cfg), "flops_per_token": fpt,
         "seconds_per_step": sec, "tokens_per_s": tokens / sec,
         "flops_per_s": tokens * fpt / sec, "precision": precision,
+        "cpu_seconds_per_step": statistics.median(cpu),
+        "activation_checkpointing": activation_checkpointing, "compile": compile_backend,
+        "memory_weights_bytes": weights,
+        "memory_peak_bytes": torch.cuda.max_memory_allocated(dev) if cuda else None,
     }
 
 

@@ -5,7 +5,8 @@ and memory-bound work (norms, activations, the softmax over the vocabulary, the 
 does not scale with FLOPs. One optimizer step of one device is modelled per component::
 
     t_micro = c_micro · n_layer                                  (launch / Python overhead)
-            + τ · F / (P_max · u(d, τ))                          (matmuls and attention)
+            + τ · (F − 6dV) / (P_max · u(d, τ))                  (block matmuls, attention)
+            + τ · 6dV / (P_head · u(d, τ))                       (output-layer matmul)
             + τ · e · (n_layer · (d + d_ff) + V)                 (memory-bound elementwise)
     t_step  = A · t_micro + c_param · N + c_step + t_comm        (AdamW update, step overhead)
 
@@ -16,7 +17,14 @@ with τ = micro_batch · seq_len tokens per forward pass, F = ``train_flops_per_
 accumulation, N parameters, and ``t_comm`` a ring all-reduce of the gradients,
 ``2(k-1)/k · N · grad_bytes / interconnect`` (not overlapped with compute: conservative).
 
-The seven parameters θ = (P_max, d_half, tau_half, e, c_micro, c_step, c_param) are fitted
+The output layer (``(τ × d) · (d × V)`` forward and its two backward matmuls, ``6dV`` FLOPs
+per token) has its own rate ``P_head``: its shape differs from the blocks' (one wide matrix,
+``V ≫ d``), so one rate for both mispredicts shapes whose vocabulary share differs from the
+fit shapes' (it was the largest held-out error before this term). A profile fitted before
+this term has no ``P_head``; it then equals ``P_max`` (the old model).
+
+The eight parameters θ = (P_max, P_head, d_half, tau_half, e, c_micro, c_step, c_param) are
+fitted
 with :func:`scipy.optimize.least_squares` on the log step times the profile measured
 (:func:`fit_time_model`), so the error is relative. A datasheet profile has no measurements;
 it uses :func:`default_params`: P_max = 0.55 × peak (saturating near the 40-50 % MFU that
@@ -39,7 +47,7 @@ from lmalloc.errors import invalid
 from lmalloc.model.accounting import param_count, train_flops_per_token
 from lmalloc.model.config import GPTConfig
 
-PARAM_NAMES = ("P_max", "d_half", "tau_half", "e", "c_micro", "c_step", "c_param")
+PARAM_NAMES = ("P_max", "P_head", "d_half", "tau_half", "e", "c_micro", "c_step", "c_param")
 CHECKPOINT_BANDWIDTH = 1e9  # bytes/s written to disk per checkpoint (a conservative SSD)
 
 
@@ -75,18 +83,24 @@ def step_time(shape: StepShape, params: dict[str, float]) -> float:
     tau = shape.micro_batch * shape.seq_len
     u = shape.d_model / (shape.d_model + p["d_half"]) * tau / (tau + p["tau_half"])
     elems = shape.n_layer * (shape.d_model + shape.d_ff) + shape.vocab_size
-    t_micro = (p["c_micro"] * shape.n_layer + tau * shape.flops_per_token / (p["P_max"] * u)
-               + tau * p["e"] * elems)
+    head = 6.0 * shape.d_model * shape.vocab_size  # output-layer FLOPs per token
+    body = max(shape.flops_per_token - head, 0.0)
+    t_micro = (p["c_micro"] * shape.n_layer + tau * body / (p["P_max"] * u)
+               + tau * head / (p.get("P_head", p["P_max"]) * u) + tau * p["e"] * elems)
     return shape.grad_accum * t_micro + p["c_param"] * shape.params + p["c_step"]
 
 
 def default_params(hw: HardwareProfile, dtype: str | None = None) -> dict[str, float]:
     """Time-model parameters for a profile: fitted ones if present, else datasheet-based."""
-    if hw.utilisation and set(PARAM_NAMES) <= set(hw.utilisation):
-        return {k: float(hw.utilisation[k]) for k in PARAM_NAMES}
+    fitted = set(PARAM_NAMES) - {"P_head"}  # a profile fitted before the head term lacks it
+    if hw.utilisation and fitted <= set(hw.utilisation):
+        out = {k: float(hw.utilisation[k]) for k in fitted}
+        out["P_head"] = float(hw.utilisation.get("P_head", out["P_max"]))
+        return out
     act_bytes = 4 if (dtype or hw.default_dtype) == "fp32" else 2
     return {
         "P_max": 0.55 * hw.peak(dtype),
+        "P_head": 0.55 * hw.peak(dtype),
         "d_half": 64.0,
         "tau_half": 256.0,
         # ~12 passes over each activation element forward and backward, memory-bound
@@ -100,16 +114,21 @@ def default_params(hw: HardwareProfile, dtype: str | None = None) -> dict[str, f
 
 def fit_time_model(
     shapes: Sequence[StepShape], seconds: Sequence[float], init: dict[str, float] | None = None,
+    tie_head: bool = False,
 ) -> dict[str, float]:
     """Fit θ to measured step times by least squares on log time (relative error).
+
+    ``tie_head`` fixes ``P_head = P_max`` (the model without an output-layer term, kept as
+    the peer that ``bench/time_model.py`` compares against).
 
     Parameters are optimised in log space (so all stay positive) from a few starting points;
     the best fit wins. Returns the parameters and ``rmse_log`` (root mean square log error).
 
     Example:
-        >>> true = {"P_max": 5e10, "d_half": 100.0, "tau_half": 300.0, "e": 2e-9,
-        ...         "c_micro": 1e-4, "c_step": 1e-3, "c_param": 1e-9}
-        >>> shapes = [StepShape(d, l, 3 * d, 512, 13 * d * d * l, 6 * 13 * d * d * l, b, t)
+        >>> true = {"P_max": 5e10, "P_head": 3e10, "d_half": 100.0, "tau_half": 300.0,
+        ...         "e": 2e-9, "c_micro": 1e-4, "c_step": 1e-3, "c_param": 1e-9}
+        >>> shapes = [StepShape(d, l, 3 * d, 512, 13 * d * d * l + 512 * d,
+        ...                     6 * (13 * d * d * l + 512 * d), b, t)
         ...           for d in (32, 128, 512)
         ...           for l, b, t in ((1, 2, 32), (3, 8, 128), (2, 4, 512))]
         >>> fit = fit_time_model(shapes, [step_time(s, true) for s in shapes])
@@ -122,8 +141,10 @@ def fit_time_model(
         raise invalid("measurements", len(shapes), "at least 4 (shape, seconds) pairs")
     y = np.log(np.asarray(seconds, dtype=float))
 
+    names = [k for k in PARAM_NAMES if not (tie_head and k == "P_head")]
+
     def residual(log_theta: np.ndarray) -> np.ndarray:
-        p = dict(zip(PARAM_NAMES, np.exp(log_theta), strict=True))
+        p = dict(zip(names, np.exp(log_theta), strict=True))
         r: np.ndarray = np.array([math.log(step_time(s, p)) for s in shapes]) - y
         return r
 
@@ -131,16 +152,17 @@ def fit_time_model(
     flops_scale = float(np.median([s.tokens * s.flops_per_token / t
                                    for s, t in zip(shapes, seconds, strict=True)]))
     starts = [init] if init else []
-    starts += [{"P_max": flops_scale * m, "d_half": dh, "tau_half": th, "e": 1e-9,
-                "c_micro": 1e-4, "c_step": 1e-3, "c_param": 1e-9}
+    starts += [{"P_max": flops_scale * m, "P_head": flops_scale * m, "d_half": dh,
+                "tau_half": th, "e": 1e-9, "c_micro": 1e-4, "c_step": 1e-3, "c_param": 1e-9}
                for m, dh, th in ((2.0, 64.0, 128.0), (1.2, 16.0, 16.0), (4.0, 256.0, 512.0))]
     for start in starts:
-        x0 = np.log([max(start[k], 1e-30) for k in PARAM_NAMES])
+        x0 = np.log([max(start.get(k, start["P_max"]), 1e-30) for k in names])
         res = least_squares(residual, x0, bounds=(x0 - 25, x0 + 25), method="trf",
                             x_scale=1.0, max_nfev=2000)
         if best is None or res.cost < best.cost:
             best = res
-    fitted = {k: float(v) for k, v in zip(PARAM_NAMES, np.exp(best.x), strict=True)}
+    fitted = {k: float(v) for k, v in zip(names, np.exp(best.x), strict=True)}
+    fitted.setdefault("P_head", fitted["P_max"])
     fitted["rmse_log"] = float(math.sqrt(2 * best.cost / len(shapes)))
     return fitted
 

@@ -9,6 +9,11 @@ Speed: one fused QKV matmul, one fused gate/up matmul, RoPE from precomputed cos
 ``scaled_dot_product_attention`` with ``is_causal=True`` (and native GQA), loss via one
 ``cross_entropy`` over (B·T, V).
 
+Activation checkpointing (``model.activation_checkpointing = True``; the trainer sets it from
+``TrainConfig.activation_checkpointing``): each block runs under non-reentrant
+``torch.utils.checkpoint``, so only block inputs are saved and each block's forward runs
+again in backward (same numbers: dropout's RNG state is replayed).
+
 Init (GPT-2): every matrix ~ N(0, init_std²); the residual output projections (``attn.c_proj``,
 ``mlp.c_proj``) are scaled by 1/sqrt(2·n_layer) (Radford et al. 2019, §2.3).
 
@@ -33,6 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lmalloc.model.config import GPTConfig
 
@@ -299,6 +305,7 @@ class GPT(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
         self.logit_scale = 1.0 / cfg.mup_width_mult  # μP output multiplier (1 in SP)
+        self.activation_checkpointing = False  # a training choice (TrainConfig), not the shape
         cos, sin = rope_tables(cfg.head_dim, cfg.seq_len, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)  # (T, hd)
         self.register_buffer("rope_sin", sin, persistent=False)  # (T, hd)
@@ -338,8 +345,12 @@ class GPT(nn.Module):
         cos = self.rope_cos[start:start + T]  # (T, hd)
         sin = self.rope_sin[start:start + T]  # (T, hd)
         x = self.transformer.drop(self.transformer.wte(idx))  # (B, T, C)
+        recompute = self.activation_checkpointing and cache is None and torch.is_grad_enabled()
         for block in self.transformer.h:
-            x = block(x, cos, sin, cache)  # (B, T, C)
+            if recompute:  # keep only the block's input; rerun its forward in backward
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)  # (B, T, C)
+            else:
+                x = block(x, cos, sin, cache)  # (B, T, C)
         if cache is not None:
             cache.pos += T
         out: torch.Tensor = self.transformer.ln_f(x)  # (B, T, C)

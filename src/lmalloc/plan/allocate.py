@@ -136,7 +136,8 @@ def _candidate(
     C = D * fpt
     rec = recommend(cfg, memory_bytes, batch_tokens, cfg.seq_len, precision, hw.count)
     t = predict_time(cfg, D, hw, batch_tokens=batch_tokens, micro_batch=rec.micro_batch,
-                     seq_len=cfg.seq_len, precision=precision).seconds
+                     seq_len=cfg.seq_len, precision=precision, parallel=rec.parallel,
+                     activation_checkpointing=rec.activation_checkpointing).seconds
     if not rec.fits:
         reasons.append(f"does not fit in memory ({rec.suggestion})")
     if seconds is not None and t > seconds:

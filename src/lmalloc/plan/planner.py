@@ -35,10 +35,12 @@ TIME_SAFETY = 0.9  # plan the final run for 90 % of the time left: the time mode
 
 
 def cost_function(unit: str, hw: HardwareProfile, recipe: Recipe, evals: int = 1,
-                  time_scale: float = 1.0) -> Callable[[GPTConfig, float], float]:
+                  time_scale: float = 1.0, activation_checkpointing: bool = False,
+                  ) -> Callable[[GPTConfig, float], float]:
     """``cost(cfg, tokens)`` in the budget's unit: training FLOPs, or predicted seconds
-    (including ``evals`` evaluations of ``recipe.eval_tokens``) times ``time_scale``, the
-    measured/predicted ratio of the run's own trainings (see ``RunContext.time_scale``)."""
+    (including ``evals`` evaluations of ``recipe.eval_tokens``, and the recomputation of
+    ``activation_checkpointing``) times ``time_scale``, the measured/predicted ratio of the
+    run's own trainings (see ``RunContext.time_scale``)."""
     if unit == "flops":
         return lambda cfg, tokens: train_flops_per_token(cfg, recipe.seq_len) * tokens
 
@@ -46,8 +48,9 @@ def cost_function(unit: str, hw: HardwareProfile, recipe: Recipe, evals: int = 1
         steps = max(1, math.ceil(tokens / recipe.batch_tokens))
         return predict_time(cfg, max(tokens, 1.0), hw, batch_tokens=recipe.batch_tokens,
                             micro_batch=recipe.micro_batch, seq_len=recipe.seq_len,
-                            eval_every=max(1, steps // evals),
-                            eval_tokens=recipe.eval_tokens).seconds * time_scale
+                            eval_every=max(1, steps // evals), eval_tokens=recipe.eval_tokens,
+                            activation_checkpointing=activation_checkpointing,
+                            ).seconds * time_scale
 
     return seconds
 
@@ -85,10 +88,11 @@ def make_plan(
 
     def tokens_for(cfg: GPTConfig) -> float:
         """Tokens at the micro-batch the memory model allows this shape (as it will run)."""
-        micro = recommend(cfg, mem, recipe.batch_tokens, recipe.seq_len,
-                          hardware.default_dtype, hardware.count).micro_batch
-        cost_cfg = cost_function(unit, hardware, replace(recipe, micro_batch=micro),
-                                 evals=recipe.evals_per_run, time_scale=time_scale)
+        rec = recommend(cfg, mem, recipe.batch_tokens, recipe.seq_len,
+                        hardware.default_dtype, hardware.count)
+        cost_cfg = cost_function(unit, hardware, replace(recipe, micro_batch=rec.micro_batch),
+                                 evals=recipe.evals_per_run, time_scale=time_scale,
+                                 activation_checkpointing=rec.activation_checkpointing)
         return float(tokens_within(cfg, usable, cost_cfg, recipe.batch_tokens))
 
     flops_guess = usable if unit == "flops" else _flops_in(fit, usable, cost, hardware, recipe,
@@ -106,6 +110,7 @@ def make_plan(
     train = recipe.train_config(
         lr=lr, warmup=warmup, max_tokens=D, eval_every=max(1, steps // recipe.evals_per_run),
         checkpoint_every=max(1, steps // 10), micro_batch=chosen.micro_batch,
+        activation_checkpointing=chosen.activation_checkpointing,  # the layout that fits
         # a hard stop; the plan itself uses TIME_SAFETY of it
         max_seconds=amount if unit == "seconds" else None,
     ).to_dict()

@@ -32,7 +32,7 @@ PRECISIONS = ("fp32", "bf16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 STOP_FIELDS = ("max_tokens", "max_steps", "max_flops", "max_seconds")
 # Fields that may change between a run and its resumption: they do not change the math.
-RESUMABLE_FIELDS = ("max_seconds", "checkpoint_every", "device")
+RESUMABLE_FIELDS = ("max_seconds", "checkpoint_every", "device", "activation_checkpointing")
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,10 @@ class TrainConfig:
         snapshot_tokens: token counts at which to keep a permanent checkpoint under
             ``out_dir/snapshots/<tokens>/`` (e.g. WSD stable-phase points to branch from).
         log_every: write a metrics row every this many steps.
+        activation_checkpointing: recompute each transformer block's forward in backward
+            (``torch.utils.checkpoint``, non-reentrant): only block inputs stay saved, for
+            about 1/3 more compute; the losses are unchanged, so a run may resume with it
+            switched. :func:`lmalloc.cost.memory.recommend` turns it on when nothing else fits.
     """
 
     lr: float = 3e-3
@@ -99,6 +103,7 @@ class TrainConfig:
     spike_factor: float = 4.0
     snapshot_tokens: tuple[int, ...] = field(default_factory=tuple)
     log_every: int = 1
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "snapshot_tokens", tuple(int(t) for t in self.snapshot_tokens))
@@ -201,6 +206,8 @@ def _check_choices(cfg: TrainConfig) -> None:
         raise invalid("device", cfg.device, f"one of {', '.join(DEVICES)}")
     if cfg.compile not in (None, True, False):
         raise invalid("compile", cfg.compile, "true, false or unset (auto)")
+    if cfg.activation_checkpointing not in (True, False):
+        raise invalid("activation_checkpointing", cfg.activation_checkpointing, "true or false")
 
 
 def _check_stops(cfg: TrainConfig) -> None:

@@ -216,10 +216,12 @@ def choose_parallel(model_cfg: Any, train: TrainConfig, nproc: int, memory_bytes
         precision = memory_precision(train, device_type(train.device))
     micro, accum = batch_layout(train, nproc)
     peaks = {mode: estimate_memory(model_cfg, micro, train.seq_len, precision, mode, nproc,
-                                   grad_accum=accum).peak for mode in ("ddp", "fsdp")}
+                                   train.activation_checkpointing, grad_accum=accum).peak
+             for mode in ("ddp", "fsdp")}
     limit = HEADROOM * memory_bytes
     usable = f"{_size(limit)} usable ({HEADROOM:.0%} of {_size(memory_bytes)}, {memory_source})"
-    est = (f"memory model, {precision}, micro-batch {micro}: DDP {_size(peaks['ddp'])}, "
+    ckpt = ", activation checkpointing" if train.activation_checkpointing else ""
+    est = (f"memory model, {precision}, micro-batch {micro}{ckpt}: DDP {_size(peaks['ddp'])}, "
            f"FSDP {_size(peaks['fsdp'])} per device; {usable}")
     if requested != "auto":
         reason = f"forced with --parallel {requested} ({est})"

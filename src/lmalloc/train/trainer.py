@@ -213,6 +213,7 @@ class Trainer:
             model = GPT(self.model_cfg)
         self.model = model.to(self.ctx.device)
         self.model.train()
+        set_activation_checkpointing(self.model, self.cfg.activation_checkpointing)
         if self.init_from is not None:
             ckpt.load_weights(self.init_from, self.model)
         if self.parallel == "fsdp":
@@ -499,6 +500,17 @@ class Trainer:
             return None
         status = _STOP_CODES[code] or "stopped"
         return status, (stop.reason if stop else f"{status} on rank 0")
+
+
+def set_activation_checkpointing(model: nn.Module, on: bool) -> None:
+    """Switch per-block recomputation on every GPT inside ``model`` (a task head's trunk
+    too); a model without blocks to checkpoint cannot honour ``on`` and is refused."""
+    found = [m for m in model.modules() if hasattr(m, "activation_checkpointing")]
+    if on and not found:
+        raise UserError(f"activation_checkpointing: {type(model).__name__} has no GPT blocks "
+                        "to checkpoint; set activation_checkpointing = false")
+    for m in found:
+        m.activation_checkpointing = on
 
 
 def _oom_reason(e: BaseException) -> str:

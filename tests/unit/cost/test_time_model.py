@@ -18,8 +18,8 @@ from lmalloc.cost.time_model import (
 from lmalloc.errors import UserError
 from lmalloc.model.config import GPTConfig
 
-TRUE = {"P_max": 4e10, "d_half": 120.0, "tau_half": 400.0, "e": 3e-9, "c_micro": 2e-4,
-        "c_step": 2e-3, "c_param": 2e-9}
+TRUE = {"P_max": 4e10, "P_head": 2.5e10, "d_half": 120.0, "tau_half": 400.0, "e": 3e-9,
+        "c_micro": 2e-4, "c_step": 2e-3, "c_param": 2e-9}
 
 
 def _shapes() -> list[StepShape]:
@@ -38,7 +38,7 @@ def test_fit_recovers_known_parameters() -> None:
     assert fit["rmse_log"] < 1e-4
     pred = [step_time(s, fit) for s in shapes]
     assert np.allclose(pred, seconds, rtol=1e-3)
-    for name in ("P_max", "d_half", "e"):
+    for name in ("P_max", "P_head", "d_half", "e"):
         assert fit[name] == pytest.approx(TRUE[name], rel=0.05), name
 
 
@@ -81,3 +81,17 @@ def test_predict_time_scales_with_tokens_and_devices() -> None:
 def test_param_names_are_fitted() -> None:
     fit = fit_time_model(_shapes(), [step_time(s, TRUE) for s in _shapes()])
     assert set(PARAM_NAMES) <= set(fit)
+
+
+def test_profile_without_head_rate_keeps_the_old_model() -> None:
+    """A profile fitted before the output-layer term: P_head falls back to P_max."""
+    from dataclasses import replace
+
+    old = {k: v for k, v in TRUE.items() if k != "P_head"}
+    hw = replace(get_hardware("h100"), utilisation=old)
+    from lmalloc.cost.time_model import default_params
+
+    assert default_params(hw)["P_head"] == TRUE["P_max"]
+    shape = _shapes()[4]
+    assert step_time(shape, old) == pytest.approx(step_time(shape, {**old, "P_head": 4e10}))
+    assert step_time(shape, TRUE) > step_time(shape, {**TRUE, "P_head": 4e10})

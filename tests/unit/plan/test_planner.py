@@ -84,3 +84,29 @@ def test_degenerate_fit_is_flagged() -> None:
     assert fit_warnings({"alpha": 0.34, "beta": 0.28}) == []
     (w,) = fit_warnings({"alpha": 10.0, "beta": 0.3})
     assert "alpha = 10" in w and "model size" in w
+
+
+def test_tight_memory_plan_runs_checkpointed_at_the_micro_batch_that_fits(fit) -> None:  # type: ignore
+    """Long sequences in little memory: the plan's layout needs activation checkpointing, so
+    the train settings carry it (the trainer runs it), the micro-batch is the one that layout
+    fits, and the time counts the recomputation."""
+    from lmalloc.cost.memory import HEADROOM, estimate_memory
+
+    hw, mem = get_hardware("cpu"), 600 * 2**20  # 8 x 320 at 2048 tokens: 755 MiB plain
+    recipe = Recipe(seq_len=2048, batch_tokens=8192, micro_batch=4)
+    plan = make_plan(fit, amount=1e15, unit="flops", hardware=hw, vocab_size=4096,
+                     recipe=recipe, lr=0.01, warmup=0.05, mup_base_width=None,
+                     tokens_per_byte=0.3, memory_bytes=mem)
+    par = plan["parallelism"]
+    train = TrainConfig.from_dict(plan["train"])
+    assert par["activation_checkpointing"] and train.activation_checkpointing
+    assert train.micro_batch == par["micro_batch"]
+    cfg = GPTConfig(vocab_size=4096, **{k: v for k, v in plan["model"].items()
+                                        if k != "vocab_size"})
+    accum = recipe.batch_tokens // (2048 * train.micro_batch)
+    fits = estimate_memory(cfg, train.micro_batch, 2048, hw.default_dtype,
+                           activation_checkpointing=True, grad_accum=accum)
+    plain = estimate_memory(cfg, 1, 2048, hw.default_dtype, grad_accum=recipe.batch_tokens // 2048)
+    assert fits.peak <= HEADROOM * mem < plain.peak
+    slow = cost_function("seconds", hw, recipe, activation_checkpointing=True)(cfg, 1e6)
+    assert slow > 1.2 * cost_function("seconds", hw, recipe)(cfg, 1e6)
