@@ -145,9 +145,37 @@ def test_configuration_over_the_memory_limit_is_rejected_before_it_runs(run: Pat
     assert any(k.startswith("constraints") for k in frozen.system_attrs)
 
 
-def test_pareto_search_trains_every_trial_fully(run: Path) -> None:
-    """Optuna prunes single-objective studies only: a Pareto search must not report."""
-    s = settings(run, n_trials=2, pruner="asha", second_objective="flops")
+def test_pareto_search_without_pruner_trains_every_trial_fully(run: Path) -> None:
+    s = settings(run, n_trials=2, pruner="none", second_objective="flops")
     summary = st.run_search(s)
     assert summary["counts"] == {"complete": 2}
     assert all(len(b["values"]) == 2 and b["values"][1] > 0 for b in summary["best"])
+
+
+@pytest.mark.parametrize("pruner", ["asha", "hyperband"])
+def test_single_objective_pruners_prune_and_charge_partial_flops(run: Path, pruner: str) -> None:
+    """A wide learning-rate range gives clearly worse trials; the pruner stops some of them
+    early, and the ledger charges a pruned trial what it trained (less than a full one)."""
+    s = settings(run, n_trials=10, pruner=pruner, strategy="random")
+    summary = st.run_search(s)
+    states = {r["number"]: r["state"] for r in summary["trials"]}
+    pruned = [n for n, state in states.items() if state == "pruned"]
+    assert pruned and "complete" in states.values(), summary["counts"]
+    flops = {r["trial"]: r["flops"] for r in RunDir(run).manifest()["ledger"]}
+    full = max(flops[n] for n, state in states.items() if state == "complete")
+    assert all(0 < flops[n] < full for n in pruned)
+
+
+def test_pareto_search_prunes_dominated_trials_at_rungs(run: Path) -> None:
+    """Two objectives (val bpb, parameters): Optuna cannot prune here; the Pareto rung rule
+    does, and no trial on the final front of the completed ones was a pruned one."""
+    (run.parent / "space.toml").write_text(SPACE + """[params.d_model]
+type = "categorical"
+choices = [16, 32, 64]
+""")
+    s = settings(run, n_trials=12, pruner="asha", second_objective="params")
+    summary = st.run_search(s)
+    assert summary["counts"].get("pruned", 0) >= 1, summary["counts"]
+    reasons = [r["reason"] for r in summary["trials"] if r["state"] == "pruned"]
+    assert all("Pareto rung" in r for r in reasons)
+    assert all(len(b["values"]) == 2 for b in summary["best"])

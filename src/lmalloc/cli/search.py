@@ -18,7 +18,7 @@ def search(
     space: Annotated[Path | None, typer.Option(help="Search space TOML "
                                                "(default configs/space_tiny.toml).")] = None,
     strategy: Annotated[str, typer.Option(help="grid|random|tpe|gp|cmaes|nsga2|qmc|pg|dqn|"
-                                          "auto")] = "auto",
+                                          "bandit|auto")] = "auto",
     budget: Annotated[str | None, typer.Option(help="Stop when spent: '10m', '1e15flops', "
                                                "'10m,mem=4GB'.")] = None,
     trials: Annotated[int | None, typer.Option(help="Stop after this many finished "
@@ -40,8 +40,10 @@ def search(
                                                 "sqlite in the run).")] = None,
     pruner: Annotated[str, typer.Option(help="asha|hyperband|median|none")] = "asha",
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
-    second_objective: Annotated[str | None, typer.Option(help="flops|memory: Pareto "
-                                                         "search.")] = None,
+    second_objective: Annotated[str | None, typer.Option(help="flops|memory|params: "
+                                                         "Pareto search (pruned at rungs by "
+                                                         "dominance unless --pruner "
+                                                         "none).")] = None,
     worker: Annotated[bool, typer.Option("--worker", help="Join a shared study (no "
                                          "orphan recovery).")] = False,
     status: Annotated[bool, typer.Option("--status", help="Only show the study.")] = False,

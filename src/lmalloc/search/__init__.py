@@ -7,7 +7,8 @@ and budget-aware stopping build on these pieces (see ``make_sampler`` and ``Sear
 
 from __future__ import annotations
 
-from lmalloc.search.dqn import EpsilonGreedySampler
+from lmalloc.search.bandit import EpsilonGreedySampler
+from lmalloc.search.dqn import DQNSampler
 from lmalloc.search.pg import PolicyGradientSampler
 from lmalloc.search.space import DEFAULT_GRID_POINTS, Param, SearchSpace
 from lmalloc.search.strategies import (
@@ -21,6 +22,7 @@ from lmalloc.search.strategies import (
 __all__ = [
     "AUTO_GP",
     "DEFAULT_GRID_POINTS",
+    "DQNSampler",
     "EpsilonGreedySampler",
     "Param",
     "PolicyGradientSampler",

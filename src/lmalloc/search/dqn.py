@@ -1,81 +1,105 @@
-"""``dqn``: a value-based ε-greedy searcher over a discretised space, as an Optuna sampler.
+"""``dqn``: a deep Q-network searcher, as an Optuna sampler.
 
-What it is, named honestly: each trial is an episode of one step, so the Q-learning (TD)
-target is the reward itself and "DQN" reduces to fitting a value function ``Q(action)`` by
-regression — here a **linear value function over one-hot bins**, fitted by ridge least
-squares on every finished trial (fitted Q-iteration with a linear approximator, not a deep
-network), then acting ε-greedily on it.
+The episode: a trial chooses its parameters **one at a time**, in the order the objective
+suggests them. Each parameter is discretised into bins (see :func:`lmalloc.search.rl.bin_count`:
+``n_bins`` equal slices of a numeric parameter's unit interval, one bin per choice of a
+categorical); an *action* is a bin, and the value is then drawn uniformly inside it.
 
-Discretisation: each numeric parameter's unit interval (log space for log parameters; see
-:mod:`lmalloc.search.rl`) is cut into ``n_bins`` equal bins (ints and stepped floats with
-fewer values than ``n_bins`` get one bin per value); a categorical keeps its choices. The
-features of a trial are the one-hot bins of its *active* parameters, so an inactive
-conditional parameter contributes nothing.
+* State: the bins chosen so far (a one-hot block per parameter known to the study, zero when
+  not chosen yet or inactive) and a one-hot of the parameter to choose next.
+* Reward: 0 for every step but the last; the last step's reward is the trial's normalised
+  value, ``−loss`` standardised over the study's history and clipped to ±3
+  (:func:`lmalloc.search.rl.standardised_rewards`). Undiscounted (γ = 1): an episode has as
+  many steps as the trial has active parameters.
+* Q-network: an MLP ``state → Q(state, bin)`` (two hidden layers of ``hidden`` ReLU units;
+  one output per bin of the widest parameter, the ones a parameter lacks masked out).
+* Experience replay: every step of every finished trial is a transition ``(s, a, r, s')``
+  in the replay buffer; each update is one Adam step on the Huber TD loss of a minibatch of
+  ``batch_size`` transitions drawn uniformly from the buffer.
+* Target network: TD targets ``r + max_a' Q_target(s', a')`` use a copy of the Q-network that
+  is synchronised every ``target_every`` updates.
+* ε-greedy: the first ``n_startup_trials`` are uniform random; then, with ``t`` finished
+  trials, ``ε_t = eps_end + (eps_start − eps_end) · exp(−(t − n_startup_trials) / eps_decay)``
+  (defaults 0.5 → 0.05 with a 30-trial time constant), and at *each step* the action is a
+  uniformly random bin with probability ``ε_t``, the greedy bin otherwise.
 
-Value function: ``Q(x) = w0 + Σ_d w_d[bin_d(x)]``, fitted to rewards ``r`` (−loss
-standardised over the history, clipped to ±3) by minimising
-``Σ_i (r_i − Q(x_i))² + ridge · ‖w‖²`` (``w0`` unpenalised). An unseen bin has ``w = 0``: as good
-as the average trial. Because Q is additive, the greedy action is the best bin of each
-parameter, chosen independently (ties broken at random).
-
-Acting: the first ``n_startup_trials`` are uniform random. Afterwards, with ``t`` finished
-trials, ``ε_t = eps_end + (eps_start − eps_end) · exp(−(t − n_startup_trials) / eps_decay)``
-(defaults 0.5 → 0.05 with a 30-trial time constant) and *each parameter* independently takes a
-uniformly random bin with probability ε_t and its greedy bin otherwise; the value is then drawn
-uniformly within the chosen bin (rounded to the parameter's step).
-
-Direction, pruned and failed trials, multi-objective refusal and statelessness are as for
-:mod:`lmalloc.search.pg`: the fit is a pure function of the finished trials, recomputed from
-storage before each trial.
-
-Benchmark standing (``bench/search_efficiency.py``, 5 seeds x 100 trials, medians; see
-BENCHMARKS.md): the additive model cannot represent interactions between parameters and the
-bins cap precision at one bin width, so it finds the right region quickly and then stalls:
-on Branin it is within 10 % of the gap in 14 trials (TPE 12, random 27) but ends at 1.94
-(random 0.60); on Hartmann-6 it ends at −2.88 (TPE −3.15); on the noisy 20-D Levy at 41.7
-(TPE 69.7, CMA-ES 35.8); on the conditional
-``tiny_gpt_like`` surface, nearly additive by construction, it was the fastest to 5 % of the
-gap (50 trials; TPE 61). A baseline for RL-style search, not a replacement for TPE or GP.
+Statelessness (as for every learner of :mod:`lmalloc.search.rl`): before each trial the
+network is trained **from scratch** on the replay buffer rebuilt from the study's finished
+trials (``updates`` Adam steps, torch seeded from ``(seed, number of finished trials)``), so
+a fresh sampler in another process reads the same study and acts the same. It costs
+~0.1–0.3 s of CPU per trial, nothing next to a training. Pruned trials count with their last
+intermediate value, failed ones not at all; multi-objective studies are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial
 
 from lmalloc.errors import invalid
-from lmalloc.search.rl import HistorySampler, Record, from_unit, standardised_rewards, to_unit
+from lmalloc.search.rl import (
+    EpsilonGreedyBins,
+    Record,
+    bin_count,
+    bin_of,
+    bin_value,
+    standardised_rewards,
+)
+
+Key = tuple[str, BaseDistribution]
 
 
-@dataclass(frozen=True)
-class _ValueModel:
-    """Fitted bin values: ``weights[(name, dist)]`` has one entry per bin."""
+@dataclass
+class _QModel:
+    """A trained Q-network and the layout of its state vector."""
 
-    weights: dict[tuple[str, BaseDistribution], np.ndarray]
-    n_records: int
+    keys: list[Key]
+    offsets: dict[Key, int]  # where each parameter's one-hot block starts
+    widths: dict[Key, int]  # bins of each parameter
+    net: Any  # torch.nn.Module: state -> Q over max(widths) bins
+
+    def state(self, chosen: dict[str, Any], distributions: dict[str, BaseDistribution],
+              current: Key | None, n_bins: int) -> np.ndarray:
+        """The state vector: chosen bins (one-hot blocks) and the parameter to choose."""
+        width = sum(self.widths.values())
+        x = np.zeros(width + len(self.keys), dtype=np.float32)
+        for name, value in chosen.items():
+            key = (name, distributions[name])
+            if key in self.offsets:
+                x[self.offsets[key] + bin_of(key[1], value, n_bins)] = 1.0
+        if current is not None:
+            x[width + self.keys.index(current)] = 1.0
+        return x
 
 
-class EpsilonGreedySampler(HistorySampler):
-    """ε-greedy search on a linear Q over one-hot bins (see the module docstring).
+class DQNSampler(EpsilonGreedyBins):
+    """A deep Q-network choosing parameters one at a time (see the module docstring).
 
     Args:
-        seed: Seed of every draw (``None``: random).
-        n_startup_trials: Uniform random trials before the value function is used.
+        seed: Seed of every draw and of the network's training (``None``: random).
+        n_startup_trials: Uniform random trials before the network is used.
         n_bins: Bins per numeric parameter.
         eps_start: ε right after the startup trials.
         eps_end: ε reached asymptotically.
         eps_decay: Time constant of ε's exponential decay, in trials.
-        ridge: L2 penalty of the bin values (in units of standardised reward squared).
+        hidden: Units of each of the two hidden layers.
+        updates: Adam steps per training (the network is retrained before each trial).
+        batch_size: Transitions per minibatch drawn from the replay buffer.
+        target_every: Updates between synchronisations of the target network.
+        lr: Adam's learning rate.
         include_pruned: Learn from pruned trials' last intermediate values.
 
     Example:
         >>> import optuna
-        >>> study = optuna.create_study(sampler=EpsilonGreedySampler(seed=0))
-        >>> study.optimize(lambda t: (t.suggest_float("x", -3, 3) - 1) ** 2, n_trials=30)
+        >>> study = optuna.create_study(sampler=DQNSampler(seed=0))
+        >>> study.optimize(lambda t: (t.suggest_float("x", -3, 3) - 1) ** 2, n_trials=15)
     """
 
     def __init__(
@@ -87,67 +111,105 @@ class EpsilonGreedySampler(HistorySampler):
         eps_start: float = 0.5,
         eps_end: float = 0.05,
         eps_decay: float = 30.0,
-        ridge: float = 1.0,
+        hidden: int = 64,
+        updates: int = 200,
+        batch_size: int = 64,
+        target_every: int = 25,
+        lr: float = 3e-3,
         include_pruned: bool = True,
     ) -> None:
         super().__init__(
-            seed=seed, n_startup_trials=n_startup_trials, include_pruned=include_pruned
+            seed=seed, n_startup_trials=n_startup_trials, include_pruned=include_pruned,
+            n_bins=n_bins, eps_start=eps_start, eps_end=eps_end, eps_decay=eps_decay,
         )
-        if n_bins < 2:
-            raise invalid("n_bins", n_bins, "an integer >= 2")
-        if not 0 <= eps_end <= eps_start <= 1:
-            raise invalid(
-                "eps_start/eps_end", (eps_start, eps_end), "0 <= eps_end <= eps_start <= 1"
-            )
-        if eps_decay <= 0 or ridge <= 0:
-            raise invalid("eps_decay/ridge", (eps_decay, ridge), "positive numbers")
-        self.n_bins = n_bins
-        self.eps_start, self.eps_end, self.eps_decay = eps_start, eps_end, eps_decay
-        self.ridge = ridge
+        if lr <= 0:
+            raise invalid("lr", lr, "a positive number")
+        if min(hidden, updates, batch_size, target_every) < 1:
+            raise invalid("hidden/updates/batch_size/target_every",
+                          (hidden, updates, batch_size, target_every), "positive integers")
+        self.hidden, self.updates, self.batch_size = hidden, updates, batch_size
+        self.target_every, self.lr = target_every, lr
 
-    def epsilon(self, n_records: int) -> float:
-        """The exploration rate after ``n_records`` finished trials."""
-        if n_records < self._n_startup_trials:
-            return 1.0
-        decay = math.exp(-(n_records - self._n_startup_trials) / self.eps_decay)
-        return self.eps_end + (self.eps_start - self.eps_end) * decay
+    def transitions(self, model: _QModel, records: list[Record]) -> dict[str, np.ndarray]:
+        """The replay buffer: one transition per parameter choice of every finished trial."""
+        rewards = standardised_rewards([r.loss for r in records])
+        s, a, r, s2, next_key, done = [], [], [], [], [], []
+        for rec, reward in zip(records, rewards, strict=True):
+            names = list(rec.params)  # the order the objective suggested them in
+            for i, name in enumerate(names):
+                key = (name, rec.distributions[name])
+                chosen = {n: rec.params[n] for n in names[:i]}
+                last = i == len(names) - 1
+                nxt = None if last else (names[i + 1], rec.distributions[names[i + 1]])
+                s.append(model.state(chosen, rec.distributions, key, self.n_bins))
+                a.append(bin_of(key[1], rec.params[name], self.n_bins))
+                r.append(float(reward) if last else 0.0)
+                s2.append(model.state({**chosen, name: rec.params[name]}, rec.distributions,
+                                      nxt, self.n_bins))
+                next_key.append(-1 if nxt is None else model.keys.index(nxt))
+                done.append(last)
+        return {"s": np.array(s), "a": np.array(a), "r": np.array(r, dtype=np.float32),
+                "s2": np.array(s2), "next_key": np.array(next_key), "done": np.array(done)}
 
-    def bins(self, dist: BaseDistribution) -> int:
-        if isinstance(dist, CategoricalDistribution):
-            return len(dist.choices)
-        step = dist.step  # type: ignore[attr-defined]
-        if step is not None and not dist.log:  # type: ignore[attr-defined]
-            n_values = int(round((dist.high - dist.low) / step)) + 1  # type: ignore[attr-defined]
-            return min(self.n_bins, n_values)
-        return self.n_bins
+    def build(self, records: list[Record]) -> _QModel:
+        """Train a fresh Q-network on the replay buffer of ``records``."""
+        import torch
 
-    def _bin(self, dist: BaseDistribution, value: Any) -> int:
-        if isinstance(dist, CategoricalDistribution):
-            return int(dist.to_internal_repr(value))
-        n = self.bins(dist)
-        return min(int(to_unit(dist, value) * n), n - 1)
-
-    def build(self, records: list[Record]) -> _ValueModel:
-        """Ridge regression of standardised rewards on one-hot bins."""
-        keys = sorted(
-            {(n, r.distributions[n]) for r in records for n in r.params},
-            key=lambda k: (k[0], repr(k[1])),
-        )
+        keys = sorted({(n, r.distributions[n]) for r in records for n in r.params},
+                      key=lambda k: (k[0], repr(k[1])))
+        widths = {k: bin_count(k[1], self.n_bins) for k in keys}
         offsets, width = {}, 0
-        for key in keys:
-            offsets[key] = width
-            width += self.bins(key[1])
-        phi = np.zeros((len(records), width))  # (trials, bins)
-        for i, r in enumerate(records):
-            for name, value in r.params.items():
-                key = (name, r.distributions[name])
-                phi[i, offsets[key] + self._bin(key[1], value)] = 1.0
-        y = standardised_rewards([r.loss for r in records])
-        y_c = y - y.mean()  # the unpenalised intercept, absorbed by centring
-        phi_c = phi - phi.mean(axis=0)
-        w = np.linalg.solve(phi_c.T @ phi_c + self.ridge * np.eye(width), phi_c.T @ y_c)
-        weights = {k: w[offsets[k] : offsets[k] + self.bins(k[1])] for k in keys}
-        return _ValueModel(weights, len(records))
+        for k in keys:
+            offsets[k], width = width, width + widths[k]
+        n_out = max(widths.values())
+        with _one_thread(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self._seed) * 100_003 + len(records))
+            net = _mlp(width + len(keys), self.hidden, n_out)
+            model = _QModel(keys, offsets, widths, net)
+            buffer = self.transitions(model, records)
+            # mask[k, b]: bin b exists for parameter k (the widest parameter has them all)
+            mask = torch.zeros(len(keys) + 1, n_out, dtype=torch.bool)
+            for i, k in enumerate(keys):
+                mask[i, : widths[k]] = True
+            mask[-1, :] = True  # terminal rows: index -1, never used (done)
+            self._fit(net, buffer, mask)
+        net.eval()
+        return model
+
+    def _fit(self, net: Any, buf: dict[str, np.ndarray], mask: Any) -> None:
+        import copy
+
+        import torch
+
+        s, s2 = torch.from_numpy(buf["s"]), torch.from_numpy(buf["s2"])
+        a, r = torch.from_numpy(buf["a"]).long(), torch.from_numpy(buf["r"])
+        done = torch.from_numpy(buf["done"])
+        next_mask = mask[torch.from_numpy(buf["next_key"]).long()]
+        target = copy.deepcopy(net)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        for step in range(self.updates):
+            if step % self.target_every == 0:
+                target.load_state_dict(net.state_dict())
+            idx = torch.randint(len(a), (min(self.batch_size, len(a)),))
+            with torch.no_grad():
+                q_next = target(s2[idx]).masked_fill(~next_mask[idx], -math.inf).amax(dim=1)
+                y = torch.where(done[idx], r[idx], r[idx] + q_next)
+            q = net(s[idx]).gather(1, a[idx, None]).squeeze(1)
+            loss = torch.nn.functional.smooth_l1_loss(q, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    def q_values(self, model: _QModel, chosen: dict[str, Any],
+                 distributions: dict[str, BaseDistribution], key: Key) -> np.ndarray:
+        """Q of each bin of parameter ``key`` after ``chosen``."""
+        import torch
+
+        x = model.state(chosen, distributions, key, self.n_bins)
+        with _one_thread(), torch.no_grad():
+            q = model.net(torch.from_numpy(x)[None])[0].numpy()
+        out: np.ndarray = q[: model.widths[key]]
+        return out
 
     def draw(
         self,
@@ -156,16 +218,38 @@ class EpsilonGreedySampler(HistorySampler):
         name: str,
         dist: BaseDistribution,
         rng: np.random.Generator,
+        trial: FrozenTrial,
     ) -> Any:
-        values: _ValueModel = model
-        n = self.bins(dist)
-        w = values.weights.get((name, dist))
+        qm: _QModel = model
+        key = (name, dist)
+        n = bin_count(dist, self.n_bins)
         explore = rng.random() < self.epsilon(n_records)
-        if w is None or explore:
-            b = int(rng.integers(n))
-        else:
-            best = np.flatnonzero(w >= w.max() - 1e-12)
-            b = int(best[rng.integers(len(best))])
-        if isinstance(dist, CategoricalDistribution):
-            return dist.choices[b]
-        return from_unit(dist, (b + float(rng.random())) / n)
+        if key not in qm.offsets or explore:
+            return bin_value(dist, int(rng.integers(n)), n, rng)
+        q = self.q_values(qm, trial.params, trial.distributions, key)
+        best = np.flatnonzero(q >= q.max() - 1e-9)
+        return bin_value(dist, int(best[rng.integers(len(best))]), n, rng)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch on one thread: the network is tiny, and on 2 busy cores two threads made one
+    training ~100x slower (38 s vs 0.35 s, measured)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> Any:
+    import torch
+
+    return torch.nn.Sequential(
+        torch.nn.Linear(n_in, hidden), torch.nn.ReLU(),
+        torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+        torch.nn.Linear(hidden, n_out),
+    )

@@ -36,6 +36,7 @@ from lmalloc.search.space import SearchSpace
 from lmalloc.train.callbacks import Callback, StopTraining
 
 TRAIN_ALIASES = {"warmup_frac": "warmup"}
+SECOND_OBJECTIVES = ("flops", "memory", "params")
 CONSTRAINT_ATTR = "constraint"
 
 
@@ -144,20 +145,67 @@ def _set_constraints(trial: optuna.Trial, cons: list[float]) -> None:
 class _ReportToPruner(Callback):
     """Trainer callback: report val bits per byte at each evaluation, stop when pruned.
 
-    Optuna prunes single-objective studies only; a Pareto search trains every trial fully.
+    One objective: Optuna's pruner decides (``trial.report`` / ``should_prune``). Two
+    objectives, where Optuna cannot prune: with ``pareto`` on, the rule of
+    :mod:`lmalloc.search.pareto_prune` decides at its rungs, from what the other trials of the
+    study recorded there; with it off the trial trains to the end.
     """
 
-    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+    def __init__(self, trial: optuna.Trial, metric: str, pareto: bool = False,
+                 cost: float | None = None, max_tokens: int = 0) -> None:
+        from lmalloc.search.pareto_prune import rung_tokens
+
         self.trial, self.metric = trial, metric
-        self.enabled = len(trial.study.directions) == 1
+        self.single = len(trial.study.directions) == 1
+        self.cost = cost
+        self.rungs = rung_tokens(max_tokens) if pareto and not self.single and max_tokens else []
+        self.recorded: dict[str, float] = {}
 
     def on_eval(self, trainer: Any, row: dict[str, Any]) -> None:
         value = row.get(self.metric)
-        if not self.enabled or value is None or not math.isfinite(value):
+        if value is None or not math.isfinite(value):
             return
-        self.trial.report(float(value), step=int(row["tokens"]))
-        if self.trial.should_prune():
-            raise StopTraining("pruned", f"pruned at {row['tokens']} tokens ({value:.4f})")
+        tokens = int(row["tokens"])
+        if self.single:
+            self.trial.report(float(value), step=tokens)
+            if self.trial.should_prune():
+                raise StopTraining("pruned", f"pruned at {tokens} tokens ({value:.4f})")
+        elif self._pareto_prune(tokens, float(value)):
+            raise StopTraining("pruned", f"pruned at {tokens} tokens ({value:.4f}): dominated "
+                                         "at equal fidelity (Pareto rung)")
+
+    def _pareto_prune(self, tokens: int, value: float) -> bool:
+        from lmalloc.search.pareto_prune import COST_ATTR, RUNG_ATTR, should_prune
+
+        new = [str(r) for r in self.rungs if r <= tokens and str(r) not in self.recorded]
+        if not new or self.cost is None:
+            return False
+        for r in new:
+            self.recorded[r] = value
+        self.trial.set_user_attr(RUNG_ATTR, dict(self.recorded))
+        others = [t for t in self.trial.study.get_trials(deepcopy=False)
+                  if t.number != self.trial.number and COST_ATTR in t.user_attrs]
+        for r in new:
+            peers = [(t.user_attrs[RUNG_ATTR][r], t.user_attrs[COST_ATTR]) for t in others
+                     if r in t.user_attrs.get(RUNG_ATTR, {})]
+            if should_prune((value, self.cost), peers):
+                return True
+        return False
+
+
+def second_value(kind: str, model_cfg: Any, train_cfg: Any) -> float:
+    """The second objective of a configuration, known before training: ``flops`` (of the
+    whole token budget), ``memory`` (predicted peak bytes) or ``params``."""
+    from lmalloc.model.accounting import param_count, train_flops_per_token
+
+    if kind == "flops":
+        tokens = train_cfg.max_tokens or (train_cfg.max_steps or 0) * train_cfg.batch_tokens
+        return float(train_flops_per_token(model_cfg, train_cfg.seq_len) * tokens)
+    if kind == "memory":
+        from lmalloc.cost.memory import estimate_memory
+
+        return float(estimate_memory(model_cfg, train_cfg.micro_batch, train_cfg.seq_len).peak)
+    return float(param_count(model_cfg))
 
 
 class TrialObjective:
@@ -170,27 +218,30 @@ class TrialObjective:
             TrainConfig every trial starts from (its token budget is the fidelity's maximum).
         metric: ``val_bpb`` (default) or ``val_loss``.
         limits: memory and time limits checked before a trial runs.
-        second_objective: ``None``, ``"flops"`` or ``"memory"`` for a Pareto search.
+        second_objective: ``None``, ``"flops"``, ``"memory"`` or ``"params"`` for a Pareto
+            search.
+        pareto_pruning: prune a Pareto search's trials by :mod:`lmalloc.search.pareto_prune`.
     """
 
     def __init__(
         self, space: SearchSpace, data_dir: str | Path, run: RunDir, base_model: dict[str, Any],
         base_train: Any, metric: str = "val_bpb", limits: Limits | None = None,
         second_objective: str | None = None, stage: str = "explore",
+        pareto_pruning: bool = False,
     ) -> None:
         from lmalloc.data.shards import TokenData
 
         check_space_names(space)
         if metric not in ("val_bpb", "val_loss"):
             raise UserError(f"invalid metric = {metric!r}: expected val_bpb or val_loss")
-        if second_objective not in (None, "flops", "memory"):
-            raise UserError(
-                f"invalid second objective = {second_objective!r}: expected flops or memory"
-            )
+        if second_objective not in (None, *SECOND_OBJECTIVES):
+            raise UserError(f"invalid second objective = {second_objective!r}: expected "
+                            f"{', '.join(SECOND_OBJECTIVES)}")
         self.space, self.data_dir, self.run = space, Path(data_dir), run
         self.base_model, self.base_train, self.metric = base_model, base_train, metric
         self.limits = limits or Limits()
         self.second, self.stage = second_objective, stage
+        self.pareto_pruning = pareto_pruning
         self.vocab_size = TokenData(data_dir).vocab_size
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -223,11 +274,19 @@ class TrialObjective:
             steps = (train_cfg.max_tokens or 0) // train_cfg.batch_tokens
             train_cfg = train_cfg.replace(eval_every=max(1, steps // 8) if steps else 0)
         out = self.run.trial(trial.number)
+        cost = None
+        if self.second:
+            from lmalloc.search.pareto_prune import COST_ATTR
+
+            cost = second_value(self.second, model_cfg, train_cfg)
+            trial.set_user_attr(COST_ATTR, cost)
+        budget = train_cfg.max_tokens or (train_cfg.max_steps or 0) * train_cfg.batch_tokens
+        reporter = _ReportToPruner(trial, self.metric, self.pareto_pruning, cost, budget)
         t0 = time.perf_counter()
         try:
             result = Trainer(
                 model_cfg, train_cfg, self.data_dir, out,
-                callbacks=[_ReportToPruner(trial, self.metric)],
+                callbacks=[reporter],
                 resume=False,
             ).fit()
         except Exception as e:  # a crash fails this trial only; the search goes on
@@ -262,11 +321,8 @@ class TrialObjective:
         assert value is not None  # no_value otherwise
         if self.second == "flops":
             return float(value), float(result.flops)
-        if self.second == "memory":
-            from lmalloc.cost.memory import estimate_memory
-
-            mem = estimate_memory(model_cfg, train_cfg.micro_batch, train_cfg.seq_len)
-            return float(value), float(mem.peak)
+        if self.second is not None:
+            return float(value), second_value(self.second, model_cfg, train_cfg)
         return float(value)
 
 

@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import FrozenTrial
 
 from lmalloc.errors import invalid
 from lmalloc.search.rl import HistorySampler, Record, from_unit, standardised_rewards, to_unit
@@ -221,6 +222,7 @@ class PolicyGradientSampler(HistorySampler):
         name: str,
         dist: BaseDistribution,
         rng: np.random.Generator,
+        trial: FrozenTrial,
     ) -> Any:
         policy: _Policy = model
         key = (name, dist)

@@ -1,11 +1,12 @@
 """What the reinforcement-learning samplers share: the history they learn from, the unit
 space they act in, and the stateless sampler lifecycle.
 
-Both learning samplers (:class:`lmalloc.search.pg.PolicyGradientSampler` and
-:class:`lmalloc.search.dqn.EpsilonGreedySampler`) keep **no state that a restart would lose**:
-before every trial they rebuild what they learned from the study's own trials, read back
-from storage, so they work with every Optuna storage (in-memory, SQLite, RDB, journal), with
-many worker processes sharing one study, and after a crash. Within one process they cache
+The learning samplers (:class:`lmalloc.search.pg.PolicyGradientSampler`,
+:class:`lmalloc.search.bandit.EpsilonGreedySampler` and :class:`lmalloc.search.dqn.DQNSampler`)
+keep **no state that a restart would lose**: before every trial they rebuild what they learned
+from the study's own trials, read back from storage, so they work with every Optuna storage
+(in-memory, SQLite, RDB, journal), with many worker processes sharing one study, and after a
+crash. Within one process they cache
 what they can; the cache is only ever a speed-up, never a source of truth.
 
 Lifecycle (Optuna's :class:`~optuna.samplers.BaseSampler`):
@@ -13,8 +14,9 @@ Lifecycle (Optuna's :class:`~optuna.samplers.BaseSampler`):
 1. :meth:`before_trial` reads the finished trials (:func:`history`) and builds the model
    (a policy, or a value function) for this trial; it refuses multi-objective studies.
 2. :meth:`infer_relative_search_space` returns ``{}`` and :meth:`sample_relative` nothing:
-   both models are *factorised* over parameters, so every parameter, conditional or not, is
-   drawn on its own in :meth:`sample_independent` from the model built in step 1.
+   every parameter, conditional or not, is drawn on its own in :meth:`sample_independent`
+   from the model built in step 1, given the parameters this trial has chosen so far (the
+   factorised pg and bandit ignore them; the DQN's state is made of them).
 3. :meth:`after_trial` drops the model for the trial.
 
 Randomness is a pure function of ``(seed, trial number, parameter name)``: the same seed gives
@@ -44,7 +46,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from lmalloc.errors import UserError
+from lmalloc.errors import UserError, invalid
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,32 @@ def from_unit(dist: BaseDistribution, u: float) -> Any:
     return float(v)
 
 
+def bin_count(dist: BaseDistribution, n_bins: int) -> int:
+    """Bins of ``dist``: a categorical's choices; ``n_bins`` equal slices of a numeric unit
+    interval, or one per value for ints and stepped floats with fewer values than that."""
+    if isinstance(dist, CategoricalDistribution):
+        return len(dist.choices)
+    assert isinstance(dist, FloatDistribution | IntDistribution)
+    if dist.step is not None and not dist.log:
+        return min(n_bins, int(round((dist.high - dist.low) / dist.step)) + 1)
+    return n_bins
+
+
+def bin_of(dist: BaseDistribution, value: Any, n_bins: int) -> int:
+    """The bin that ``value`` falls in (see :func:`bin_count`)."""
+    if isinstance(dist, CategoricalDistribution):
+        return int(dist.to_internal_repr(value))
+    n = bin_count(dist, n_bins)
+    return min(int(to_unit(dist, value) * n), n - 1)
+
+
+def bin_value(dist: BaseDistribution, b: int, n: int, rng: np.random.Generator) -> Any:
+    """A value of bin ``b`` of ``n``: the choice itself, or uniform within the slice."""
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[b]
+    return from_unit(dist, (b + float(rng.random())) / n)
+
+
 def is_numeric(dist: BaseDistribution) -> bool:
     return not isinstance(dist, CategoricalDistribution)
 
@@ -190,8 +218,10 @@ class HistorySampler(BaseSampler, abc.ABC):
         name: str,
         dist: BaseDistribution,
         rng: np.random.Generator,
+        trial: FrozenTrial,
     ) -> Any:
-        """Draw one parameter value from the model."""
+        """Draw one parameter value from the model; ``trial`` holds the parameters suggested
+        so far (the state of a sequential learner; the factorised ones ignore it)."""
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         if len(study.directions) > 1:
@@ -235,7 +265,7 @@ class HistorySampler(BaseSampler, abc.ABC):
         rng = trial_rng(self._seed, trial.number, param_name)
         if model is None:
             return _uniform(param_distribution, rng)
-        return self.draw(model, n_records, param_name, param_distribution, rng)
+        return self.draw(model, n_records, param_name, param_distribution, rng, trial)
 
     def after_trial(
         self,
@@ -248,6 +278,41 @@ class HistorySampler(BaseSampler, abc.ABC):
             self._models.pop(trial._trial_id, None)
 
 
+class EpsilonGreedyBins(HistorySampler):
+    """Base for the ε-greedy learners over binned parameters (:mod:`lmalloc.search.bandit`,
+    :mod:`lmalloc.search.dqn`): the bins and the exploration schedule they share.
+
+    ``ε_t = eps_end + (eps_start − eps_end) · exp(−(t − n_startup_trials) / eps_decay)`` after
+    ``t ≥ n_startup_trials`` finished trials, 1 before.
+    """
+
+    def __init__(self, *, seed: int | None, n_startup_trials: int, include_pruned: bool,
+                 n_bins: int, eps_start: float, eps_end: float, eps_decay: float) -> None:
+        super().__init__(
+            seed=seed, n_startup_trials=n_startup_trials, include_pruned=include_pruned
+        )
+        if n_bins < 2:
+            raise invalid("n_bins", n_bins, "an integer >= 2")
+        if not 0 <= eps_end <= eps_start <= 1:
+            raise invalid(
+                "eps_start/eps_end", (eps_start, eps_end), "0 <= eps_end <= eps_start <= 1"
+            )
+        if eps_decay <= 0:
+            raise invalid("eps_decay", eps_decay, "a positive number")
+        self.n_bins = n_bins
+        self.eps_start, self.eps_end, self.eps_decay = eps_start, eps_end, eps_decay
+
+    def epsilon(self, n_records: int) -> float:
+        """The exploration rate after ``n_records`` finished trials."""
+        if n_records < self._n_startup_trials:
+            return 1.0
+        decay = math.exp(-(n_records - self._n_startup_trials) / self.eps_decay)
+        return self.eps_end + (self.eps_start - self.eps_end) * decay
+
+    def bins(self, dist: BaseDistribution) -> int:
+        return bin_count(dist, self.n_bins)
+
+
 def _uniform(dist: BaseDistribution, rng: np.random.Generator) -> Any:
     if isinstance(dist, CategoricalDistribution):
         return dist.choices[int(rng.integers(len(dist.choices)))]
@@ -255,8 +320,12 @@ def _uniform(dist: BaseDistribution, rng: np.random.Generator) -> Any:
 
 
 __all__ = [
+    "EpsilonGreedyBins",
     "HistorySampler",
     "Record",
+    "bin_count",
+    "bin_of",
+    "bin_value",
     "from_unit",
     "history",
     "is_numeric",

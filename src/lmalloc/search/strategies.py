@@ -19,7 +19,10 @@ cmaes         ``CmaEsSampler`` (needs the ``cmaes`` package). CMA-ES handles flo
 qmc           ``QMCSampler`` (scrambled Sobol); categoricals are drawn at random as well
 nsga2         ``NSGAIISampler`` (a genetic algorithm; the multi-objective strategy)
 pg            :class:`lmalloc.search.pg.PolicyGradientSampler` (REINFORCE with a baseline)
-dqn           :class:`lmalloc.search.dqn.EpsilonGreedySampler` (ε-greedy, linear Q over bins)
+dqn           :class:`lmalloc.search.dqn.DQNSampler` (a deep Q-network choosing the parameters
+              one at a time: MLP Q, experience replay, target network, ε-greedy)
+bandit        :class:`lmalloc.search.bandit.EpsilonGreedySampler` (ε-greedy bandit, linear Q
+              over bins)
 auto          the rule in :func:`auto_sampler` (GP; TPE if conditional or pruned), chosen
               from ``bench/search_efficiency.py``
 ============  ==================================================================================
@@ -147,14 +150,18 @@ AUTO_GP: dict[str, Any] = {"n_startup_trials": 10}
 """``auto``'s sampler for spaces without conditional parameters: ``GPSampler(**AUTO_GP)``."""
 
 
-def auto_choice(space: SearchSpace | None, pruned: bool = False) -> str:
-    """``"gp"`` or ``"pg"``: the sampler :func:`auto_sampler` picks for ``space``
-    (``pruned``: the study prunes trials, which GP cannot learn from)."""
+def auto_choice(space: SearchSpace | None, pruned: bool = False, objectives: int = 1) -> str:
+    """``"gp"``, ``"pg"`` or ``"tpe"``: the sampler :func:`auto_sampler` picks for ``space``
+    (``pruned``: the study prunes trials, which GP cannot learn from; ``objectives``: 2 for a
+    Pareto study, which only TPE, NSGA-II, GP and random of the strategies handle — TPE, as
+    NSGA-II's first generation (50 trials) outlasts a small search)."""
+    if objectives > 1:
+        return "tpe"
     return "pg" if pruned or space is None or space.has_conditions else "gp"
 
 
 def auto_sampler(space: SearchSpace | None, seed: int | None, pruned: bool = False,
-                 **kw: Any) -> BaseSampler:
+                 objectives: int = 1, **kw: Any) -> BaseSampler:
     """The default strategy: Gaussian-process BO, or the policy-gradient searcher ``pg`` for
     conditional spaces and for studies with a pruner (``pruned``; ``lmalloc search`` passes
     it, its default pruner is ASHA; so does ``lmalloc run``'s search stage).
@@ -182,8 +189,9 @@ def auto_sampler(space: SearchSpace | None, seed: int | None, pruned: bool = Fal
 
     ``**kw`` goes to the chosen sampler's constructor.
     """
-    if auto_choice(space, pruned) == "pg":
-        return make_sampler("pg", space, seed, **kw)
+    choice = auto_choice(space, pruned, objectives)
+    if choice != "gp":
+        return make_sampler(choice, space, seed, **kw)
     cls: Any = optuna.samplers.GPSampler
     _checked_kw(cls, kw)
     with warnings.catch_warnings():  # GP is marked experimental by Optuna
@@ -216,8 +224,13 @@ register_strategy(
 )
 register_strategy(
     "dqn",
-    _simple("lmalloc.search.dqn.EpsilonGreedySampler"),
-    "epsilon-greedy on a linear value function over bins",
+    _simple("lmalloc.search.dqn.DQNSampler"),
+    "deep Q-network choosing parameters one at a time",
+)
+register_strategy(
+    "bandit",
+    _simple("lmalloc.search.bandit.EpsilonGreedySampler"),
+    "epsilon-greedy bandit on a linear value function over bins",
 )
 register_strategy(
     "auto", auto_sampler, "the benchmarked default: GP, or pg if conditional or pruned"

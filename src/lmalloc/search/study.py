@@ -89,7 +89,9 @@ def _local(url: str) -> bool:
 
 
 def make_pruner(name: str, max_tokens: int | None) -> optuna.pruners.BasePruner:
-    """ASHA, Hyperband or median pruning with training tokens as the resource."""
+    """ASHA, Hyperband or median pruning with training tokens as the resource (single-objective
+    studies; a Pareto study with any pruner but ``none`` is pruned by
+    :mod:`lmalloc.search.pareto_prune` in the objective instead)."""
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(reduction_factor=3)
     if name == "hyperband":
@@ -119,8 +121,9 @@ def load_study(s: SearchSettings, worker: int = 0, check_space: bool = True) -> 
     from lmalloc.search.strategies import make_sampler
 
     space = SearchSpace.from_dict(s.space)
-    pruned = {"pruned": s.pruner != "none"} if s.strategy == "auto" else {}
-    sampler = make_sampler(s.strategy, space, seed=s.seed + worker, **pruned)
+    auto = ({"pruned": s.pruner != "none", "objectives": 2 if s.second_objective else 1}
+            if s.strategy == "auto" else {})
+    sampler = make_sampler(s.strategy, space, seed=s.seed + worker, **auto)
     directions = [StudyDirection.MINIMIZE] * (2 if s.second_objective else 1)
     url = storage_url(s.run_dir, s.storage)
     storage = open_storage(url, s.max_retry)
@@ -226,6 +229,7 @@ class BudgetedObjective(TrialObjective):
             limits=Limits(memory_bytes=s.memory_bytes, trial_seconds=s.budget_seconds,
                           hardware=get_hardware(s.hardware) if s.hardware else None),
             second_objective=s.second_objective, stage=s.stage,
+            pareto_pruning=s.pruner != "none",
         )
         self.settings = s
 

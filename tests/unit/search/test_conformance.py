@@ -15,7 +15,8 @@ CASES = [
     strategy_case("nsga2", learns=False),  # population 50: no second generation in 30 trials
     strategy_case("qmc", learns=False),
     strategy_case("pg"),
-    strategy_case("dqn"),
+    strategy_case("dqn", updates=60),  # fewer Adam steps per trial: the checks, not quality
+    strategy_case("bandit"),
     pytest.param(strategy_case("auto"), marks=pytest.mark.slow),  # GP on unconditional spaces
 ]
 

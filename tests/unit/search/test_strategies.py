@@ -14,11 +14,13 @@ SPACE = SearchSpace.from_dict({"params": {"x": {"type": "float", "low": 0, "high
 
 
 def test_the_documented_names_are_registered() -> None:
-    expected = {"grid", "random", "tpe", "gp", "cmaes", "nsga2", "qmc", "pg", "dqn", "auto"}
+    expected = {"grid", "random", "tpe", "gp", "cmaes", "nsga2", "qmc", "pg", "dqn", "bandit",
+                "auto"}
     assert expected <= set(strategy_names())
 
 
-@pytest.mark.parametrize("name", ["grid", "random", "tpe", "cmaes", "nsga2", "qmc", "pg", "dqn"])
+@pytest.mark.parametrize("name", ["grid", "random", "tpe", "cmaes", "nsga2", "qmc", "pg", "dqn",
+                                  "bandit"])
 def test_every_strategy_builds_a_sampler(name: str) -> None:
     assert isinstance(make_sampler(name, SPACE, seed=0), optuna.samplers.BaseSampler)
 
