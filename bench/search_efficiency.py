@@ -299,6 +299,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="real task: parallel studies (0: only summarise the saved studies)")
     ap.add_argument("--plot", type=Path, default=None,
                     help="real task: write the anytime curves (PNG) here")
+    ap.add_argument("--task", default="shakespeare", choices=("shakespeare", "wikitext2"),
+                    help="real task: which corpus, model and space (search_realtask.TASKS)")
     ap.add_argument("--quick", action="store_true",
                     help="real task smoke check: 3 strategies, 1 seed, short trials (< 1 min)")
     args = ap.parse_args(argv)
@@ -348,13 +350,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _real_task(args: argparse.Namespace) -> dict[str, Any]:
     import search_realtask as rt
 
-    out = args.out or (rt.QUICK_RESULTS if args.quick else REALTASK_RESULTS)
+    default = REALTASK_RESULTS if args.task == "shakespeare" else REALTASK_RESULTS.with_name(
+        f"search_realtask_{args.task}.json")
+    out = args.out or (rt.QUICK_RESULTS if args.quick else default)
     if args.resummarise:
         results = rt.resummarise(out)
     else:
         results = _run_real_task(rt, args, out)
     if args.plot:
-        rt.plot(results["summary"], args.plot)
+        rt.plot(results["summary"], args.plot, rt.TASKS[args.task].title)
     return results
 
 
@@ -362,8 +366,10 @@ def _run_real_task(rt: Any, args: argparse.Namespace, out: Path) -> dict[str, An
     strategies = args.strategies.split(",") if args.strategies else None
     if args.quick:
         strategies = strategies or ["peer:tpe_default", "auto", "gp"]
-        return rt.main(strategies, 1, rt.Task(budget_trials=3, quick=True), args.jobs, out)
-    task = rt.Task(budget_trials=args.budget_trials, max_tokens=args.trial_tokens)
+        return rt.main(strategies, 1, rt.Task(budget_trials=3, quick=True, name=args.task),
+                       args.jobs, out)
+    task = rt.Task(budget_trials=args.budget_trials, max_tokens=args.trial_tokens,
+                   name=args.task)
     return rt.main(strategies, args.seeds, task, args.jobs, out)
 
 

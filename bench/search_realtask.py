@@ -1,5 +1,6 @@
-"""The real task of the search benchmark: tuning a tiny GPT on Tiny Shakespeare under a FLOPs
-budget, every trial a real training through the product's own search path.
+"""The real tasks of the search benchmark: tuning a tiny GPT on Tiny Shakespeare (2 layers) or
+on WikiText-2 (4 layers, shifted learning-rate range; :data:`TASKS`) under a FLOPs budget,
+every trial a real training through the product's own search path.
 
 Each study is ``lmalloc.search.study.run_search`` — what ``lmalloc search`` runs — on its own
 run directory (SQLite study, budget ledger) with a FLOPs budget of ``budget_trials`` full
@@ -68,41 +69,114 @@ report to the pruner 8 times per trial, at the same token fractions whatever the
 
 QUICK_TRAIN = {"max_tokens": 8192, "eval_tokens": 1024}
 
+WIKI_SPACE: dict[str, Any] = {
+    "grid_points": 3,
+    "params": {
+        **SPACE["params"],
+        "lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+    },
+}
+"""The second task's space: the first's with the learning-rate range **shifted**: 1e-5 to
+1e-1, log-centre 1e-3, where the first task's range (1e-4 to 3e-2) centres on 1.7e-3. Short
+trainings of small models want larger rates than the centre (the best trials found are in
+the results), so a searcher that starts at the centre is not helped by the range."""
+
+WIKI_MODEL: dict[str, Any] = {"n_layer": 4, "n_head": 4, "d_model": 64, "seq_len": 64}
+WIKI_SOURCE, WIKI_BYTES = "wikitext-2/train.txt", 1_500_000
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One real task: corpus (first ``max_bytes`` of ``source``), tokenizer size, model and
+    search space; the trainer recipe is :data:`BASE_TRAIN` for both."""
+
+    name: str
+    title: str
+    source: str
+    max_bytes: int | None
+    vocab: int
+    space: dict[str, Any]
+    model: dict[str, Any]
+
+
+TASKS = {
+    "shakespeare": TaskSpec(
+        "shakespeare", "tiny GPT (2 layers, d 64, seq 64, BPE-1024) on Tiny Shakespeare",
+        SOURCE, None, 1024, SPACE, BASE_MODEL),
+    "wikitext2": TaskSpec(
+        "wikitext2", "tiny GPT (4 layers, d 64, seq 64, BPE-2048) on WikiText-2 (first 1.5 MB "
+        "of train.txt), lr range shifted to 1e-5..1e-1", WIKI_SOURCE, WIKI_BYTES, 2048,
+        WIKI_SPACE, WIKI_MODEL),
+}
+
+PARETO_SPACE: dict[str, Any] = {
+    "grid_points": 3,
+    "params": {
+        "lr": SPACE["params"]["lr"],
+        "warmup_frac": SPACE["params"]["warmup_frac"],
+        "n_layer": {"type": "int", "low": 1, "high": 3},
+        "d_model": {"type": "categorical", "choices": [32, 64, 96]},
+    },
+}
+"""The Pareto task's space: learning rate and warmup with the model's depth and width, so the
+second objective (parameters) trades against val bpb (``bench/search_pareto.py``)."""
+
+TASKS["shakespeare_pareto"] = TaskSpec(
+    "shakespeare_pareto", "tiny GPT (1-3 layers, d 32-96) on Tiny Shakespeare, (val bpb, "
+    "params)", SOURCE, None, 1024, PARETO_SPACE, BASE_MODEL)
+
 
 @dataclass(frozen=True)
 class Task:
-    """The benchmark's knobs: budget per study in full trials, and a trial's token count."""
+    """The benchmark's knobs: which task, budget per study in full trials, a trial's tokens."""
 
     budget_trials: float = 12
     max_tokens: int = BASE_TRAIN["max_tokens"]
     quick: bool = False
+    name: str = "shakespeare"
+
+    @property
+    def spec(self) -> TaskSpec:
+        return TASKS[self.name]
 
     def train(self) -> dict[str, Any]:
         return {**BASE_TRAIN, "max_tokens": self.max_tokens, **(QUICK_TRAIN if self.quick else {})}
 
     def tag(self) -> str:
-        """A folder name that changes with every setting of the task."""
-        blob = json.dumps([SPACE, BASE_MODEL, self.train()], sort_keys=True)
+        """A folder name that changes with every setting of the task (the first task keeps
+        the tags its saved studies were written under)."""
+        spec = self.spec
+        blob = json.dumps([spec.space, spec.model, self.train()], sort_keys=True)
         digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
-        return f"{'quick' if self.quick else 'full'}_b{self.budget_trials:g}_{digest}"
+        prefix = "" if spec.name == "shakespeare" else f"{spec.name}_"
+        return f"{prefix}{'quick' if self.quick else 'full'}_b{self.budget_trials:g}_{digest}"
 
 
 def shared_data_dir() -> Path:
     return Path(os.environ.get("LMALLOC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def prepare_data(quiet: bool = True) -> Path:
-    """Tiny Shakespeare → BPE-1024 shards in ``CACHE/data`` via lmalloc's own ``prepare``
-    (reused when already there)."""
+def prepare_data(quiet: bool = True, task: str = "shakespeare") -> Path:
+    """The task's corpus → BPE shards in ``CACHE/data`` (``CACHE/data_<task>``) via lmalloc's
+    own ``prepare`` (reused when already there)."""
     from lmalloc.data.config import PrepareConfig
     from lmalloc.data.pipeline import prepare
 
-    src = shared_data_dir() / SOURCE
+    spec = TASKS[task]
+    src = shared_data_dir() / spec.source
     if not src.is_file():
         raise SystemExit(f"the real task needs {src} (set LMALLOC_SHARED_DATA)")
-    # 8 KB documents: ~135 of them, so the hash split gives a ~10 % val set
-    cfg = PrepareConfig(vocab_size=1024, chunk_bytes=8192, val_fraction=0.1)
-    out = CACHE / "data"
+    out = CACHE / ("data" if spec.source == SOURCE else f"data_{task}")
+    if spec.max_bytes is not None:  # a prefix of a larger corpus, cut at a line end
+        from lmalloc.rundir import atomic_write_bytes
+
+        head = src.read_bytes()[: spec.max_bytes]
+        cut = CACHE / f"{task}_{spec.max_bytes}.txt"
+        if not cut.is_file():
+            atomic_write_bytes(cut, head[: head.rfind(b"\n") + 1])
+        src = cut
+    # 8 KB documents: ~135 of them (Shakespeare), so the hash split gives a ~10 % val set
+    cfg = PrepareConfig(vocab_size=spec.vocab, chunk_bytes=8192, val_fraction=0.1)
     prepare([src], out, cfg, progress=not quiet)
     return out
 
@@ -136,12 +210,16 @@ def base_trial_flops(data_dir: Path, task: Task) -> float:
     from lmalloc.model.config import GPTConfig
 
     train = task.train()
-    cfg = GPTConfig(vocab_size=TokenData(data_dir).vocab_size, **BASE_MODEL)
+    cfg = GPTConfig(vocab_size=TokenData(data_dir).vocab_size, **task.spec.model)
     return float(train_flops_per_token(cfg, train["seq_len"]) * train["max_tokens"])
 
 
-def run_study(strategy: str, seed: int, task: Task, keep: bool = False) -> dict[str, Any]:
-    """One study through ``run_search``; returns its trials in the order they were charged."""
+def run_study(strategy: str, seed: int, task: Task, keep: bool = False,
+              pruner: str | None = None, second_objective: str | None = None,
+              label: str = "") -> dict[str, Any]:
+    """One study through ``run_search``; returns its trials in the order they were charged
+    (with ``second_objective``, a Pareto study: each completed trial's ``values`` too).
+    ``pruner``: default ASHA for lmalloc's strategies, none for the peers."""
     import optuna
     import torch
 
@@ -152,21 +230,29 @@ def run_study(strategy: str, seed: int, task: Task, keep: bool = False) -> dict[
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", message="Constraints have been set")  # cmaes: all 0
     _register_peers()
-    data = prepare_data()
-    root = CACHE / "studies" / task.tag() / f"{strategy.replace(':', '_')}_s{seed}"
+    data = prepare_data(task=task.name)
+    root = CACHE / "studies" / task.tag() / f"{strategy.replace(':', '_')}{label}_s{seed}"
     shutil.rmtree(root, ignore_errors=True)  # an interrupted study restarts from scratch
     root.mkdir(parents=True)
     (root / "data").symlink_to(data.resolve(), target_is_directory=True)
     unit, budget = base_trial_flops(data, task), task.budget_trials
     s = SearchSettings(
-        run_dir=str(root), space=SPACE, base_model=BASE_MODEL,
+        run_dir=str(root), space=task.spec.space, base_model=task.spec.model,
         base_train=task.train(), strategy=strategy, budget_flops=budget * unit,
-        trial_flops=unit, seed=seed, pruner="none" if strategy in PEERS else "asha",
+        trial_flops=unit, seed=seed, second_objective=second_objective,
+        pruner=pruner or ("none" if strategy in PEERS else "asha"),
     )
     t0 = time.perf_counter()
     summary = run_search(s)
     seconds = time.perf_counter() - t0
     trials = _charged_trials(RunDir(root), summary)
+    if second_objective:
+        from lmalloc.search.study import load_study
+
+        study = load_study(s)
+        values = {t.number: t.values for t in study.get_trials(deepcopy=False) if t.values}
+        for t in trials:
+            t["values"] = values.get(t["number"])
     if not keep:
         shutil.rmtree(root / "trials", ignore_errors=True)
     return {"strategy": strategy, "seed": seed, "seconds": seconds, "unit_flops": unit,
@@ -268,7 +354,7 @@ def _grid(runs: dict[str, list[dict[str, Any]]]) -> list[float]:
     return [float(x) for x in np.arange(0.25, top + 1e-9, 0.25)]
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
+def plot(summary: dict[str, Any], path: Path, title: str = "tiny GPT on Tiny Shakespeare") -> None:
     """Median best val bpb against FLOPs spent, one line per strategy."""
     import matplotlib
 
@@ -284,7 +370,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.axhline(summary["target_1pct"], color="k", lw=0.5, label="within 1 % of best")
     ax.set_xlabel("training FLOPs spent by the study")
     ax.set_ylabel("median best val bits per byte")
-    ax.set_title("tiny GPT on Tiny Shakespeare: anytime curves (median over seeds)")
+    ax.set_title(f"{title}: anytime curves (median over seeds)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -348,7 +434,7 @@ def anytime_table(summary: dict[str, Any]) -> str:
 
 DEFAULT_STRATEGIES = (
     "peer:tpe_default", "peer:random", "tpe", "gp", "auto", "random", "cmaes", "qmc", "nsga2",
-    "pg", "dqn", "grid", CANDIDATE,
+    "pg", "dqn", "bandit", "grid", CANDIDATE,
 )
 """In this order, so an interrupted run has the peers and auto's candidates first."""
 
@@ -358,7 +444,7 @@ _SAME_TPE = ("_n_startup_trials", "_n_ei_candidates", "_multivariate", "_group",
              "_constant_liar", "_gamma", "_weights", "_constraints_func")
 
 
-def auto_alias() -> str | None:
+def auto_alias(space_dict: dict[str, Any] = SPACE) -> str | None:
     """The lmalloc strategy ``auto`` is identical to on this space (same class and settings,
     same seeds, deterministic objective → the same study), or None."""
     import optuna
@@ -366,7 +452,7 @@ def auto_alias() -> str | None:
     from lmalloc.search import SearchSpace, make_sampler
     from lmalloc.search.strategies import auto_choice
 
-    space = SearchSpace.from_dict(SPACE)
+    space = SearchSpace.from_dict(space_dict)
     name = auto_choice(space)
     a, b = make_sampler("auto", space, 0), make_sampler(name, space, 0)
     if type(a) is not type(b):
@@ -406,8 +492,8 @@ def run_all(strategies: list[str], seeds: int, task: Task,
     from lmalloc.rundir import read_json
 
     os.environ["OMP_NUM_THREADS"] = "1"
-    prepare_data()  # once, before the workers race for it
-    alias = auto_alias() if "auto" in strategies else None
+    prepare_data(task=task.name)  # once, before the workers race for it
+    alias = auto_alias(task.spec.space) if "auto" in strategies else None
     todo = [(s, k) for s in strategies for k in range(seeds)
             if not (s == "auto" and alias in strategies)
             and not _study_path(task, s, k).is_file()] if jobs > 0 else []
@@ -443,11 +529,11 @@ def main(strategies: list[str] | None, seeds: int, task: Task, jobs: int,
     t0 = time.perf_counter()
     runs = run_all(strategies, seeds, task, jobs)
     summary = summarise(runs)
-    alias = auto_alias()
+    alias = auto_alias(task.spec.space)
     results = {
-        "task": "tiny GPT (2 layers, d 64, seq 64, BPE-1024) on Tiny Shakespeare, val bpb",
+        "task": f"{task.spec.title}, val bpb", "task_name": task.name,
         "quick": task.quick, "seeds": seeds, "budget_trials": task.budget_trials,
-        "space": SPACE, "base_model": BASE_MODEL, "base_train": task.train(),
+        "space": task.spec.space, "base_model": task.spec.model, "base_train": task.train(),
         "auto_is": alias, "optuna": optuna.__version__,
         "wall_seconds_this_call": time.perf_counter() - t0,
         "summary": summary, "runs": slim(runs),

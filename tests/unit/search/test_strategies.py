@@ -91,6 +91,20 @@ def test_auto_uses_pg_when_the_study_prunes() -> None:
                       optuna.samplers.GPSampler)
 
 
+def test_auto_is_tpe_for_two_objectives_even_when_pruned(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """pg, dqn and bandit refuse Pareto studies; auto must not pick them there."""
+    from lmalloc.search.study import SearchSettings, load_study
+
+    for pruned in (True, False):
+        sampler = make_sampler("auto", SPACE, seed=0, pruned=pruned, objectives=2)
+        assert isinstance(sampler, optuna.samplers.TPESampler)
+    study = load_study(SearchSettings(
+        run_dir=str(tmp_path), space=SPACE.to_dict(), base_model={},
+        base_train={"max_tokens": 1000}, second_objective="params"))
+    assert isinstance(study.sampler, optuna.samplers.TPESampler)
+    assert len(study.directions) == 2
+
+
 def test_search_study_passes_its_pruner_to_auto(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from lmalloc.search.study import SearchSettings, load_study
 
