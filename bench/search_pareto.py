@@ -37,7 +37,7 @@ from lmalloc.search.pareto_prune import hypervolume_2d  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_pareto.json"
 ARMS = {"pareto": "asha", "none": "none"}
-CHECKPOINTS = (4, 8, 12)
+CHECKPOINTS = (2, 4, 6, 8, 12)
 
 
 def _one(arm: str, seed: int, budget: float) -> dict[str, Any]:
@@ -76,7 +76,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "median_trials": float(np.median([len(r["trials"]) for r in rs])),
             "median_complete": float(np.median(
                 [sum(bool(t.get("values")) for t in r["trials"]) for r in rs])),
-            "hv": {str(k): [hv_curve(r, ref, k * unit) for r in rs] for k in CHECKPOINTS},
+            "hv": {str(k): [hv_curve(r, ref, k * unit) for r in rs] for k in CHECKPOINTS
+                   if k <= runs[0]["budget_flops"] / unit + 1e-9},
         }
         out["by"][arm]["median_hv"] = {k: float(np.median(v))
                                        for k, v in out["by"][arm]["hv"].items()}
@@ -84,12 +85,14 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(summary: dict[str, Any]) -> str:
-    ks = [str(k) for k in CHECKPOINTS]
-    lines = ["| pruning | trials (complete) | " + " | ".join(f"HV at {k}" for k in ks) + " |",
-             "|---|---|" + "---|" * len(ks)]
+    ks = list(next(iter(summary["by"].values()))["median_hv"])
+    lines = ["| pruning | trials (complete) | " + " | ".join(f"HV at {k}" for k in ks)
+             + f" | HV at {ks[-1]} per seed |", "|---|---|" + "---|" * (len(ks) + 1)]
     for arm, r in summary["by"].items():
         hv = " | ".join(f"{r['median_hv'][k]:.4f}" for k in ks)
-        lines.append(f"| {arm} | {r['median_trials']:.0f} ({r['median_complete']:.0f}) | {hv} |")
+        seeds = " ".join(f"{v:.4f}" for v in r["hv"][ks[-1]])
+        lines.append(f"| {arm} | {r['median_trials']:.0f} ({r['median_complete']:.0f}) | {hv} "
+                     f"| {seeds} |")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from lmalloc.errors import UserError
 from lmalloc.search import AUTO_GP, SearchSpace, make_sampler, strategy_names
-from lmalloc.search.pg import PolicyGradientSampler
+from lmalloc.search.dqn import DQNSampler
 from lmalloc.search.strategies import MAX_GRID_SIZE, all_strategies, register_strategy
 
 SPACE = SearchSpace.from_dict({"params": {"x": {"type": "float", "low": 0, "high": 1}}})
@@ -56,7 +56,7 @@ def test_grid_needs_a_space_of_reasonable_size() -> None:
         make_sampler("grid", big, seed=0)
 
 
-def test_auto_is_gp_without_conditions_and_pg_with_them() -> None:
+def test_auto_is_gp_without_conditions_and_dqn_with_them() -> None:
     sampler = make_sampler("auto", SPACE, seed=0)
     assert isinstance(sampler, optuna.samplers.GPSampler)
     assert sampler._n_startup_trials == AUTO_GP["n_startup_trials"]
@@ -70,7 +70,7 @@ def test_auto_is_gp_without_conditions_and_pg_with_them() -> None:
     )
     for space in (conditional, None):
         sampler = make_sampler("auto", space, seed=0)
-        assert isinstance(sampler, PolicyGradientSampler)
+        assert isinstance(sampler, DQNSampler)
 
 
 def test_register_a_strategy() -> None:
@@ -84,9 +84,9 @@ def test_register_a_strategy() -> None:
     assert "fixed_random" not in all_strategies()
 
 
-def test_auto_uses_pg_when_the_study_prunes() -> None:
+def test_auto_uses_dqn_when_the_study_prunes() -> None:
     """GP learns from COMPLETE trials only: under ASHA it would stay random."""
-    assert isinstance(make_sampler("auto", SPACE, seed=0, pruned=True), PolicyGradientSampler)
+    assert isinstance(make_sampler("auto", SPACE, seed=0, pruned=True), DQNSampler)
     assert isinstance(make_sampler("auto", SPACE, seed=0, pruned=False),
                       optuna.samplers.GPSampler)
 
@@ -111,7 +111,7 @@ def test_search_study_passes_its_pruner_to_auto(tmp_path) -> None:  # type: igno
     base = {"run_dir": str(tmp_path), "space": SPACE.to_dict(), "base_model": {},
             "base_train": {"max_tokens": 1000}}
     study = load_study(SearchSettings(**base))
-    assert isinstance(study.sampler, PolicyGradientSampler)
-    assert study.user_attrs["strategy"] == "auto=PolicyGradientSampler"  # the report's label
+    assert isinstance(study.sampler, DQNSampler)
+    assert study.user_attrs["strategy"] == "auto=DQNSampler"  # the report's label
     s = SearchSettings(**base, pruner="none")
     assert isinstance(load_study(s).sampler, optuna.samplers.GPSampler)
