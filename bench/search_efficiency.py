@@ -42,6 +42,10 @@ val bpb anyone found. Finished (strategy, seed) studies are saved under
     .venv/bin/python bench/search_efficiency.py --real-task --jobs 2   # ~55 min on 2 busy cores
     .venv/bin/python bench/search_efficiency.py --quick                # smoke check, < 1 min
     .venv/bin/python bench/search_efficiency.py --real-task --jobs 0   # summarise saved studies
+    .venv/bin/python bench/search_efficiency.py --real-task --task wikitext2   # the second task
+
+(``--task wikitext2``: a 4-layer GPT on WikiText-2 with the learning-rate range shifted off
+the optimum; ``bench/search_two_tasks.py`` tabulates both tasks from the saved studies.)
 
 writes ``bench/results/search_realtask.json``.
 """

@@ -197,7 +197,7 @@ class DQNSampler(EpsilonGreedyBins):
             q = net(s[idx]).gather(1, a[idx, None]).squeeze(1)
             loss = torch.nn.functional.smooth_l1_loss(q, y)
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
 
     def q_values(self, model: _QModel, chosen: dict[str, Any],
