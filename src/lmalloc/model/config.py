@@ -30,6 +30,9 @@ def _is_num(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
+_OPTIONAL_DEFAULTS: dict[str, Any] = {"mup_base_depth": None, "depth_alpha": 1.0}
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     """A decoder-only transformer (RoPE, RMSNorm, SwiGLU, no biases).
@@ -51,6 +54,12 @@ class GPTConfig:
         init_std: standard deviation of the normal init (GPT-2: 0.02).
         mup_base_width: when set, use μP (see :mod:`lmalloc.model.gpt`) with this base width:
             hyperparameters tuned at ``d_model = mup_base_width`` transfer to wider models.
+        mup_base_depth: when set, also scale with depth (CompleteP / depth-μP, see
+            :mod:`lmalloc.model.gpt`): residual branches are multiplied by
+            ``(mup_base_depth / n_layer) ** depth_alpha``, so hyperparameters tuned at
+            ``n_layer = mup_base_depth`` transfer to deeper models. Off by default.
+        depth_alpha: the depth exponent: 1 is CompleteP (Dey et al. 2025), 0.5 depth-μP
+            (Yang et al. 2023); only used with ``mup_base_depth``.
     """
 
     vocab_size: int
@@ -66,13 +75,15 @@ class GPTConfig:
     norm_eps: float = 1e-5
     init_std: float = 0.02
     mup_base_width: int | None = None
+    mup_base_depth: int | None = None
+    depth_alpha: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "n_head", "d_model", "seq_len"):
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
                 raise invalid(f"model.{name}", value, "a positive integer")
-        for name in ("n_kv_head", "d_ff", "mup_base_width"):
+        for name in ("n_kv_head", "d_ff", "mup_base_width", "mup_base_depth"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value <= 0):
                 raise invalid(f"model.{name}", value, "a positive integer or null (default)")
@@ -80,6 +91,9 @@ class GPTConfig:
             value = getattr(self, name)
             if not _is_num(value) or value <= 0:
                 raise invalid(f"model.{name}", value, "a positive number")
+        if not _is_num(self.depth_alpha) or not 0.5 <= self.depth_alpha <= 1.0:
+            raise invalid("model.depth_alpha", self.depth_alpha,
+                          "a number in [0.5, 1] (1: CompleteP, 0.5: depth-μP)")
         if not _is_num(self.dropout) or not 0 <= self.dropout < 1:
             raise invalid("model.dropout", self.dropout, "a number in [0, 1)")
         if not isinstance(self.tie_embeddings, bool):
@@ -119,9 +133,25 @@ class GPTConfig:
         """d_model / mup_base_width (1.0 without μP)."""
         return 1.0 if self.mup_base_width is None else self.d_model / self.mup_base_width
 
+    @property
+    def depth_mult(self) -> float:
+        """n_layer / mup_base_depth (1.0 without depth scaling)."""
+        return 1.0 if self.mup_base_depth is None else self.n_layer / self.mup_base_depth
+
+    @property
+    def residual_mult(self) -> float:
+        """Multiplier of every residual branch: ``depth_mult ** -depth_alpha`` (1 when off)."""
+        return self.depth_mult ** -self.depth_alpha
+
     # -- (de)serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; the depth-scaling ones only when set, so configs without it (every
+        stored run, plan and checkpoint before it existed) keep their exact dicts."""
+        d = asdict(self)
+        for name, default in _OPTIONAL_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:

@@ -70,6 +70,7 @@ def hf_state_dict(state: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, t
     """Our state dict in Hugging Face Llama names (see the module docstring)."""
     hd, H, KV, ff = cfg.head_dim, cfg.n_head, cfg.kv_heads, cfg.ff_dim
     q_mult = 1.0 / math.sqrt(hd) if cfg.mup_base_width is not None else 1.0
+    r = cfg.residual_mult  # depth scaling: folded into the branches' output projections
     wte = state["transformer.wte.weight"] if "transformer.wte.weight" in state \
         else state["lm_head.weight"]
     out = {"model.embed_tokens.weight": wte, "model.norm.weight": state["transformer.ln_f.weight"]}
@@ -82,11 +83,11 @@ def hf_state_dict(state: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, t
             dst + "self_attn.q_proj.weight": q * q_mult,
             dst + "self_attn.k_proj.weight": k,
             dst + "self_attn.v_proj.weight": v,
-            dst + "self_attn.o_proj.weight": state[src + "attn.c_proj.weight"],
+            dst + "self_attn.o_proj.weight": state[src + "attn.c_proj.weight"] * r,
             dst + "post_attention_layernorm.weight": state[src + "ln_2.weight"],
             dst + "mlp.gate_proj.weight": gate,
             dst + "mlp.up_proj.weight": up,
-            dst + "mlp.down_proj.weight": state[src + "mlp.c_proj.weight"],
+            dst + "mlp.down_proj.weight": state[src + "mlp.c_proj.weight"] * r,
         }
     if not _tied_in_hf(cfg):
         head = state.get("lm_head.weight", wte)

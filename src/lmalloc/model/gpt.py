@@ -28,6 +28,18 @@ the simplified form of Cerebras-GPT / μTransfer, with width multiplier m = d_mo
 * attention scores scaled by 1/d_head instead of 1/sqrt(d_head).
 
 At m = 1 μP equals the standard parametrisation except for the attention scale.
+
+Depth scaling (``cfg.mup_base_depth`` set; CompleteP, Dey et al. 2025, arXiv:2505.01618, with
+``depth_alpha = 1``; depth-μP, Yang et al. 2023 / Bordelon et al. 2024, with 0.5), depth
+multiplier ``L_m = n_layer / mup_base_depth``:
+
+* every residual branch (attention and MLP output) is multiplied by ``L_m ** -depth_alpha``;
+* the residual projections' init is the base depth's, ``init_std / sqrt(2 mup_base_depth)``
+  (the branch multiplier, not the init, now accounts for depth);
+* hidden matrices' Adam learning rate is multiplied by ``L_m ** (depth_alpha - 1)`` (1 under
+  CompleteP, ``1 / sqrt(L_m)`` under depth-μP).
+
+At ``n_layer = mup_base_depth`` this is the width-only parametrisation exactly.
 """
 
 from __future__ import annotations
@@ -212,6 +224,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
         mup = cfg.mup_base_width is not None
         self.scale = 1.0 / self.head_dim if mup else 1.0 / math.sqrt(self.head_dim)
+        self.branch_mult = cfg.residual_mult  # depth scaling (1 without it)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None) -> torch.Tensor:
@@ -241,7 +254,7 @@ class CausalSelfAttention(nn.Module):
         )  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, nq * hd)  # (B, T, C)
         out: torch.Tensor = self.resid_dropout(self.c_proj(y))  # (B, T, C)
-        return out
+        return out * self.branch_mult if self.branch_mult != 1.0 else out
 
 
 class MLP(nn.Module):
@@ -253,6 +266,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(cfg.ff_dim, cfg.d_model, bias=False)
         self.c_proj.residual = True  # type: ignore[assignment]
         self.dropout = nn.Dropout(cfg.dropout)
+        self.branch_mult = cfg.residual_mult  # depth scaling (1 without it)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)  # (B, T, 2F) = [gate; up]
@@ -262,7 +276,7 @@ class MLP(nn.Module):
             gate, up = h.chunk(2, dim=-1)  # (B, T, F) each
             a = F.silu(gate) * up
         out: torch.Tensor = self.dropout(self.c_proj(a))  # (B, T, C)
-        return out
+        return out * self.branch_mult if self.branch_mult != 1.0 else out
 
 
 class Block(nn.Module):
@@ -320,7 +334,7 @@ class GPT(nn.Module):
             if isinstance(module, nn.Linear) and module is not self.lm_head:
                 std = hidden_std
                 if getattr(module, "residual", False):
-                    std /= math.sqrt(2 * cfg.n_layer)
+                    std /= math.sqrt(2 * (cfg.mup_base_depth or cfg.n_layer))
                 nn.init.normal_(module.weight, mean=0.0, std=std)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=cfg.init_std)
@@ -378,10 +392,11 @@ class GPT(nn.Module):
 
         Weight decay only on the block matrices (and an untied output projection); never on
         norms, nor on the embedding unless ``decay_embeddings``. Under μP the hidden matrices
-        get learning rate lr / m (m = d_model / mup_base_width); everything else keeps ``lr``.
+        get learning rate lr / m (m = d_model / mup_base_width), times
+        ``L_m ** (depth_alpha - 1)`` with depth scaling; everything else keeps ``lr``.
         Each group carries ``lr_mult`` (its lr relative to ``lr``) for schedules.
         """
-        m = self.cfg.mup_width_mult
+        m = self.cfg.mup_width_mult / self.cfg.depth_mult ** (self.cfg.depth_alpha - 1.0)
         wte = self.transformer.wte.weight
         hidden = [p for n, p in self.transformer.h.named_parameters() if p.dim() >= 2]
         hidden_ids = {id(p) for p in hidden}

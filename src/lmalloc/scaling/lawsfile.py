@@ -11,9 +11,9 @@ import os
 from typing import Any
 
 from lmalloc.rundir import atomic_write_json, read_json
+from lmalloc.scaling.hyperparams import HyperparameterLaws
 from lmalloc.scaling.isoflop import IsoFLOPFit
 from lmalloc.scaling.parametric import ParametricFit
-from lmalloc.scaling.powerlaw import HyperparameterLaws
 
 LAWS_FORMAT = 1
 _KINDS: dict[str, Any] = {

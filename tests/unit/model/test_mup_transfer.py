@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from lmalloc.model.config import GPTConfig
-from lmalloc.model.gpt import GPT
+from lmalloc.testing.markov import markov_batches as markov
+from lmalloc.testing.markov import tail_loss
 
 V, T, B, STEPS = 64, 32, 16, 30
 LOG2_LRS = list(range(-10, -1))
@@ -24,39 +25,15 @@ WIDTHS = (32, 128)
 
 
 def markov_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
-    gen = torch.Generator().manual_seed(0)
-    succ = torch.randint(0, V, (V, 3), generator=gen)  # 3 likely successors per token
-    out = []
-    for _ in range(STEPS):
-        x = torch.empty(B, T + 1, dtype=torch.long)
-        x[:, 0] = torch.randint(0, V, (B,), generator=gen)
-        choice = torch.randint(0, 3, (B, T), generator=gen)
-        noise = torch.rand(B, T, generator=gen) < 0.1
-        rnd = torch.randint(0, V, (B, T), generator=gen)
-        for t in range(T):
-            x[:, t + 1] = torch.where(noise[:, t], rnd[:, t], succ[x[:, t], choice[:, t]])
-        out.append((x[:, :-1], x[:, 1:]))
-    return out
+    return markov(V, T, B, STEPS)
 
 
 def final_loss(width: int, lr: float, mup: bool,
                data: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Mean train loss over the last 8 of STEPS AdamW steps (inf if it diverged)."""
-    torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=V, n_layer=2, n_head=width // 16, d_model=width, seq_len=T,
                     mup_base_width=WIDTHS[0] if mup else None)
-    model = GPT(cfg)
-    opt = torch.optim.AdamW(model.optim_groups(lr, 0.0), lr=lr, betas=(0.9, 0.95))
-    losses = []
-    for x, y in data:
-        _, loss = model(x, y)
-        assert loss is not None
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    tail = sum(losses[-8:]) / 8
-    return tail if math.isfinite(tail) else math.inf
+    return tail_loss(cfg, lr, data)
 
 
 def optimum(losses: list[float]) -> float:
