@@ -10,6 +10,11 @@ lowest predicted loss. Every prediction carries the fit's bootstrap interval. Sh
 than the smallest fitted run are never chosen: a final run is for extrapolating upwards, and a
 fit that sees no benefit of size (an exponent near 0) would otherwise pick a toy model.
 
+Data-constrained (``unique_tokens`` given): a shape whose D exceeds the unique training tokens
+repeats them, and its loss is predicted at the effective tokens ``D'`` of Muennighoff et al.
+2023 (:mod:`lmalloc.scaling.repetition`), so repetition is priced in and each candidate
+reports its epochs.
+
 Torch-free: it uses only ``scaling``, ``cost`` and the model's accounting.
 """
 
@@ -32,6 +37,7 @@ from lmalloc.scaling.estimate import Estimate
 from lmalloc.scaling.optimal import compute_optimal
 from lmalloc.scaling.parametric import ParametricFit
 from lmalloc.scaling.precision import PrecisionLaw
+from lmalloc.scaling.repetition import effective_tokens
 
 GRID_OCTAVES = 3.0  # candidates span N*/8 .. 8 N*
 GRID_POINTS = 25
@@ -55,6 +61,8 @@ class Candidate:
     feasible: bool
     reason: str = ""
     deploy: dict[str, Any] | None = None  # the format it ships in (see :class:`Deploy`)
+    epochs: float | None = None  # passes over the unique tokens (None: not data-constrained)
+    effective_D: float | None = None  # Muennighoff et al.'s D' the loss was predicted at
 
     @property
     def objective(self) -> float:
@@ -121,6 +129,7 @@ def _candidate(
     fit: ParametricFit, cfg: GPTConfig, C: float, hw: HardwareProfile, batch_tokens: int,
     precision: str, seconds: float | None, memory_bytes: float,
     tokens_for: Callable[[GPTConfig], float] | None = None, deploy: Deploy | None = None,
+    unique_tokens: float | None = None,
 ) -> Candidate:
     non_emb = fit.param_convention == "non_embedding"
     N = param_count(cfg, non_embedding=non_emb)
@@ -142,10 +151,11 @@ def _candidate(
         reasons.append(f"does not fit in memory ({rec.suggestion})")
     if seconds is not None and t > seconds:
         reasons.append(f"predicted {t:.0f} s > {seconds:.0f} s")
-    loss = fit.predict_estimate(N, D)
+    D_eff = D if unique_tokens is None else effective_tokens(D, unique_tokens)
+    loss = fit.predict_estimate(N, D_eff)
     shipped = None
     if deploy is not None:
-        shipped = deploy.choose(cfg, N, D, loss)
+        shipped = deploy.choose(cfg, N, D_eff, loss)
         if not shipped["fits"]:
             reasons.append(f"stored in {shipped['smallest_bytes']:,} bytes in its smallest "
                            f"allowed format, > the deployment limit {deploy.memory_bytes:,.0f}")
@@ -154,6 +164,8 @@ def _candidate(
         seconds=float(t), memory_bytes=float(rec.memory.peak), micro_batch=rec.micro_batch,
         parallel=rec.parallel, activation_checkpointing=rec.activation_checkpointing,
         feasible=not reasons, reason="; ".join(reasons), deploy=shipped,
+        epochs=None if unique_tokens is None else float(D / unique_tokens),
+        effective_D=None if unique_tokens is None else float(D_eff),
     )
 
 
@@ -162,6 +174,7 @@ def allocate(
     batch_tokens: int, *, seconds: float | None = None, memory_bytes: float | None = None,
     precision: str = "fp32", grid_points: int = GRID_POINTS,
     tokens_for: Callable[[GPTConfig], float] | None = None, deploy: Deploy | None = None,
+    unique_tokens: float | None = None,
 ) -> Allocation:
     """The feasible GPT shape of lowest predicted loss for final-run compute ``C`` (the loss
     as deployed, quantization included, when ``deploy`` limits the stored model's size).
@@ -176,6 +189,8 @@ def allocate(
             default ``C / flops_per_token``: every shape spends exactly ``C``. ``C`` then only
             centres the grid of sizes.
         deploy: a limit on the stored model and the precision law that prices quantizing.
+        unique_tokens: the unique training tokens; a shape that needs more repeats them, its
+            loss predicted at Muennighoff et al.'s effective D' (None: unlimited data).
 
     Raises:
         UserError: no shape on the grid fits the limits (the message names the nearest miss).
@@ -195,7 +210,7 @@ def allocate(
             key = (cfg.n_layer, cfg.d_model, cfg.n_head)
             if key not in seen:
                 seen[key] = _candidate(fit, cfg, C, hardware, batch_tokens, precision, seconds,
-                                       mem, tokens_for, deploy)
+                                       mem, tokens_for, deploy, unique_tokens)
         if tokens_for is None or any(c.feasible for c in seen.values()):
             break
         centre /= 2.0 ** (2 * GRID_OCTAVES)  # time-bound and nothing fits: look smaller
@@ -216,7 +231,7 @@ def allocate(
     return Allocation(
         chosen=best, closed_form=closed.to_dict(),
         sensitivity=_sensitivity(fit, best, C, hardware, batch_tokens, precision, seconds, mem,
-                                 tokens_for, deploy),
+                                 tokens_for, deploy, unique_tokens),
         candidates=cands,
     )
 
@@ -225,6 +240,7 @@ def _sensitivity(
     fit: ParametricFit, best: Candidate, C: float, hw: HardwareProfile, batch_tokens: int,
     precision: str, seconds: float | None, mem: float,
     tokens_for: Callable[[GPTConfig], float] | None = None, deploy: Deploy | None = None,
+    unique_tokens: float | None = None,
 ) -> list[dict[str, Any]]:
     """Predicted loss if N is halved or doubled at the same compute (or time)."""
     base = GPTConfig.from_dict(best.model)
@@ -234,7 +250,7 @@ def _sensitivity(
             best.N * factor, vocab_size=base.vocab_size, seq_len=base.seq_len,
             non_embedding=fit.param_convention == "non_embedding")
         c = _candidate(fit, cfg, C, hw, batch_tokens, precision, seconds, mem, tokens_for,
-                       deploy)
+                       deploy, unique_tokens)
         rows.append({"N_factor": factor, "N": c.N, "D": c.D, "loss": c.loss.to_dict(),
                      "delta_loss": c.objective - best.objective, "feasible": c.feasible})
     return rows

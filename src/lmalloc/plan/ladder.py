@@ -12,6 +12,16 @@ resumes from the stable snapshot at ``S_b = D_b - c_b`` and cools down over
 stable run goes to ``max S_b``. A size costs ``cost_fn(cfg, S_max) + sum_b cost_fn(cfg, c_b)``
 in the caller's budget unit (FLOPs or seconds).
 
+**Identifiable at any budget it accepts.** Every design has at least :data:`MIN_SIZES` (4)
+distinct shapes spanning at least :data:`MIN_SPAN` (8x) in N, each with several branches:
+with fewer sizes over a shorter range the fit trades the N term against E (alpha at its bound,
+A → 0), which is what the run's own 3-size, 4x ladders gave. When the smallest such family
+(sizes from ``min_params`` up) cannot be trained to its prior compute-optimal tokens, the
+design spends up to :data:`UNDERSPEND` times less per size (shorter runs, each branch at least
+:data:`MIN_BRANCH_STEPS` batches) before it refuses; the refusal
+(:class:`LadderBudgetError`) names the smallest budget that works, in the cost function's
+unit, so with a calibrated seconds cost it is this machine's measured speed.
+
 **Choice.** For every candidate ``(k, spread)`` a search finds the largest ``C_top`` whose
 design fits the budget; the candidate with the least delta-method variance of
 ``log N*(C_target)`` wins (ties within :data:`TIE_TOL`: the one that spends more). The variance
@@ -73,7 +83,17 @@ PRIOR_SD = np.array([3.0, 3.0, 1.0, 0.25, 0.25])
 
 GRID_PER_OCTAVE = 12
 TIE_TOL = 0.01  # variances within 1% count as a tie: prefer the design that spends more
-MIN_SIZES = 3  # fewer distinct model sizes cannot separate the N and D terms
+MIN_SIZES = 4
+"""Fewer distinct sizes let the fit trade the N term against E (alpha at a bound, A → 0):
+with 3 sizes over 4x, the fits of the run's own ladders were degenerate on every seed."""
+MIN_SPAN = 8.0
+"""The sizes span at least this factor in non-embedding N: the N term must move the loss by
+more than the seed noise for the fit to see it."""
+UNDERSPEND = 8.0
+"""When even the smallest sizes cannot be trained to the prior's compute-optimal tokens, the
+design may spend up to this factor less per size (fewer tokens: short runs still place the
+N term, and a law needs the sizes more than it needs each to be compute-optimal)."""
+MIN_BRANCH_STEPS = 8  # every cooldown branch trains at least this many batches
 DEFAULT_MIN_PARAMS = 1e5  # ~2 layers of width 64: below this a "model" is a toy
 _LAW = ChinchillaLaw()
 _SHAPES: dict[tuple[int, int, int, bool], GPTConfig] = {}
@@ -269,8 +289,17 @@ def _indices(centre: int, k: int, spread: float) -> list[int]:
 
 def _shapes(s: _Setup, centre: int, k: int, spread: float) -> list[GPTConfig]:
     """The distinct shapes of a design: at tiny sizes neighbouring grid points round to the
-    same shape, and training one shape twice would only duplicate a point."""
-    return list(dict.fromkeys(s.shape(i) for i in _indices(centre, k, spread)))
+    same shape, and training one shape twice would only duplicate a point. When rounding to
+    shapes shrank the span below ``spread``, the largest size moves up the grid until it
+    is restored (at most half an octave)."""
+    idx = _indices(centre, k, spread)
+    for _ in range(GRID_PER_OCTAVE // 2):
+        cfgs = list(dict.fromkeys(s.shape(i) for i in idx))
+        ns = [param_count(c, s.non_embedding) for c in cfgs]
+        if max(ns) >= spread * min(ns) * 0.999:
+            break
+        idx[-1] += 1
+    return cfgs
 
 
 def _design(s: _Setup, centre: int, k: int, spread: float, C_top: float) -> tuple[LadderRun, ...]:
@@ -301,7 +330,7 @@ def _fit_candidate(s: _Setup, k: int, spread: float, budget: float, min_params: 
         return _cost(_design(s, g, k, spread, _c_low(s, g))) <= budget
 
     if not fits(g_lo):
-        return _cost(_design(s, g_lo, k, spread, _c_low(s, g_lo)))
+        return _underspent(s, g_lo, k, spread, budget)
     lo = max(g_lo, hint if hint is not None else g_lo)
     step = 4
     if fits(lo):
@@ -316,17 +345,46 @@ def _fit_candidate(s: _Setup, k: int, spread: float, budget: float, min_params: 
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    c_lo, c_hi = _c_low(s, lo), _c_low(s, lo + 1)
     cfgs = _shapes(s, lo, k, spread)
-    for _ in range(30):  # shapes fixed: only tokens move, so this is cheap and monotone
-        mid_c = math.sqrt(c_lo * c_hi)
-        if sum(s.run(c, mid_c).cost for c in cfgs) <= budget:
-            c_lo = mid_c
+    c_top = _largest_c_top(s, cfgs, _c_low(s, lo), _c_low(s, lo + 1), budget)
+    return tuple(s.run(c, c_top) for c in cfgs), c_top, lo
+
+
+def _largest_c_top(s: _Setup, cfgs: list[GPTConfig], c_lo: float, c_hi: float,
+                   budget: float) -> float:
+    """Bisection for the largest C_top in ``[c_lo, c_hi]`` whose design fits ``budget``
+    (``c_lo`` must fit); with the shapes fixed only tokens move, so cost is monotone."""
+    for _ in range(30):
+        mid = math.sqrt(c_lo * c_hi)
+        if sum(s.run(c, mid).cost for c in cfgs) <= budget:
+            c_lo = mid
         else:
-            c_hi = mid_c
+            c_hi = mid
         if c_hi / c_lo < 1.001:
             break
-    return tuple(s.run(c, c_lo) for c in cfgs), c_lo, lo
+    return c_lo
+
+
+def _min_c_top(s: _Setup, cfgs: list[GPTConfig], c_full: float) -> float:
+    """The smallest C_top the shapes may train at: ``c_full / UNDERSPEND``, raised until the
+    largest shape's shortest branch has MIN_BRANCH_STEPS batches."""
+    biggest = max(cfgs, key=train_flops_per_token)
+    floor_tokens = MIN_BRANCH_STEPS * s.batch_tokens / min(s.fractions)
+    return max(c_full / UNDERSPEND, floor_tokens * train_flops_per_token(biggest))
+
+
+def _underspent(s: _Setup, g: int, k: int, spread: float, budget: float,
+                ) -> tuple[tuple[LadderRun, ...], float, int] | float:
+    """The smallest sizes (centre ``g``) at a C_top below their compute-optimal one, the
+    largest that fits ``budget`` but not below :func:`_min_c_top`; else the cost at that
+    minimum (what the budget would need)."""
+    cfgs = _shapes(s, g, k, spread)
+    c_hi = _c_low(s, g)
+    c_lo = _min_c_top(s, cfgs, c_hi)
+    if c_lo >= c_hi or sum(s.run(c, c_lo).cost for c in cfgs) > budget:
+        return sum(s.run(c, min(c_lo, c_hi)).cost for c in cfgs)
+    c_top = _largest_c_top(s, cfgs, c_lo, c_hi, budget)
+    return tuple(s.run(c, c_top) for c in cfgs), c_top, g
 
 
 def _check_args(budget: float, target_flops: float, batch_tokens: int, noise: float,
@@ -345,13 +403,13 @@ def _check_args(budget: float, target_flops: float, batch_tokens: int, noise: fl
     if not fractions or any(not 0 < f <= 1 for f in fractions) or len(set(fractions)) < len(
             fractions):
         raise invalid("fractions", fractions, "distinct fractions in (0, 1]")
-    if not sizes or any(not (isinstance(k, int) and k >= 2) for k in sizes):
-        raise invalid("sizes", sizes, "numbers of model sizes, each >= 2")
+    if not sizes or any(not (isinstance(k, int) and k >= MIN_SIZES) for k in sizes):
+        raise invalid("sizes", sizes, f"numbers of model sizes, each >= {MIN_SIZES}")
     if max(sizes) * len(fractions) < MIN_POINTS["chinchilla"]:
         raise invalid("sizes", sizes, f"sizes × branches >= {MIN_POINTS['chinchilla']} "
                       "(the number of points an L(N, D) fit needs)")
-    if not spreads or any(not s > 1 for s in spreads):
-        raise invalid("spreads", spreads, "size ranges > 1 (e.g. 4, 8, 16)")
+    if not spreads or any(not s >= MIN_SPAN for s in spreads):
+        raise invalid("spreads", spreads, f"size ranges >= {MIN_SPAN:g} (e.g. 8, 16, 32)")
 
 
 def _setup(law: LawLike, cost_fn: CostFn, vocab_size: int, seq_len: int, batch_tokens: int,
@@ -374,7 +432,7 @@ def design_ladder(
     batch_tokens: int, *, law: LawLike = None, non_embedding: bool = True,
     noise: float = 0.01, cooldown_frac: float = 0.2,
     fractions: tuple[float, ...] = (0.25, 0.5, 1.0), min_params: float = DEFAULT_MIN_PARAMS,
-    sizes: tuple[int, ...] = (3, 4, 5), spreads: tuple[float, ...] = (4.0, 8.0, 16.0),
+    sizes: tuple[int, ...] = (4, 5, 6), spreads: tuple[float, ...] = (8.0, 16.0, 32.0),
 ) -> Ladder:
     """The scaling ladder that best pins down ``N*(target_flops)`` within ``budget``.
 
@@ -416,10 +474,12 @@ def design_ladder(
                 continue
             runs, C_top, hint = got
             N, D = _points(runs)
-            if len(runs) < MIN_SIZES or len(N) < MIN_POINTS["chinchilla"]:
+            span = max(r.N for r in runs) / min(r.N for r in runs)
+            if len(runs) < MIN_SIZES or len(N) < MIN_POINTS["chinchilla"] or (
+                    span < MIN_SPAN * 0.999):
                 # shapes merged at tiny sizes: too few distinct points to fit the law
                 rows.append({"sizes": k, "spread": spread, "feasible": False,
-                             "reason": f"only {len(runs)} distinct shapes"})
+                             "reason": f"only {len(runs)} distinct shapes over {span:.3g}x"})
                 needed = min(needed, 2.0 * _cost(runs))  # larger models have finer shapes
                 continue
             sd_n, sd_l = fisher_sd(s.params, N, D, target_flops, noise, s.k_flops)

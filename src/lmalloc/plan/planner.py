@@ -76,11 +76,12 @@ def make_plan(
     fit: ParametricFit, *, amount: float, unit: str, hardware: HardwareProfile,
     vocab_size: int, recipe: Recipe, lr: float, warmup: float, mup_base_width: int | None,
     tokens_per_byte: float, memory_bytes: float | None = None, source: str = "",
-    time_scale: float = 1.0, deploy: Deploy | None = None,
+    time_scale: float = 1.0, deploy: Deploy | None = None, unique_tokens: float | None = None,
 ) -> dict[str, Any]:
     """The final run for ``amount`` of budget in ``unit``: the allocation (shape, tokens,
     predicted loss with its interval, time, memory, parallelism, sensitivity) and the exact
-    ``model`` and ``train`` settings ``lmalloc train`` runs."""
+    ``model`` and ``train`` settings ``lmalloc train`` runs. With ``unique_tokens`` (the
+    training split's size) repetition is priced in and ``data`` reports the epochs."""
     cost = cost_function(unit, hardware, recipe, evals=recipe.evals_per_run,
                          time_scale=time_scale)
     usable = amount * (TIME_SAFETY if unit == "seconds" else 1.0)
@@ -102,6 +103,7 @@ def make_plan(
         memory_bytes=memory_bytes, precision=hardware.default_dtype, tokens_for=tokens_for,
         # uncalibrated, like allocate's own time model; catches e.g. a memory-bound micro-batch
         seconds=usable / time_scale if unit == "seconds" else None, deploy=deploy,
+        unique_tokens=unique_tokens,
     )
     chosen = alloc.chosen
     model = {**chosen.model, "mup_base_width": mup_base_width}
@@ -132,6 +134,7 @@ def make_plan(
                             "batch_tokens": recipe.batch_tokens, "source": source},
         "budget": {"amount": amount, "unit": unit, "hardware": hardware.name},
         "param_convention": fit.param_convention,
+        "data": _data_section(chosen.D, unique_tokens, chosen.effective_D),
         "deploy": None if deploy is None else {
             **(chosen.deploy or {}), "memory_bytes": deploy.memory_bytes,
             "bpb": to_bpb(Estimate.from_dict(chosen.deploy["loss"]), tokens_per_byte).to_dict()
@@ -139,6 +142,24 @@ def make_plan(
             "law": None if deploy.law is None else {  # its bootstrap is in precision.json
                 k: v for k, v in deploy.law.to_dict().items() if k != "boot"}},
     }
+
+
+def _data_section(D: float, unique: float | None, effective: float | None,
+                  ) -> dict[str, Any] | None:
+    """Epochs over the unique training tokens and what repetition costs (None: not known)."""
+    if unique is None:
+        return None
+    from lmalloc.scaling.repetition import MANY_EPOCHS
+
+    e = D / unique
+    note = ("" if e <= 1 else
+            f"{e:.2g} passes over the training data: priced as {effective:.3g} effective "
+            "tokens (Muennighoff et al. 2023)" + (
+                "; beyond ~4 passes repeated data is worth clearly less than fresh, and "
+                "validation loss can stall while training loss falls" if e > MANY_EPOCHS
+                else ""))
+    return {"unique_tokens": unique, "tokens": D, "epochs": e, "effective_tokens": effective,
+            "note": note}
 
 
 def _flops_in(fit: ParametricFit, seconds: float, cost: Callable[[GPTConfig, float], float],

@@ -45,8 +45,10 @@ def objective(
     logy: FloatArray,
     weights: FloatArray,
     delta: float,
+    penalty: Penalty | None = None,
 ) -> tuple[float, FloatArray]:
-    """Weighted Huber objective / delta and its analytic gradient at raw ``theta`` ``(p,)``.
+    """Weighted Huber objective / delta and its analytic gradient at raw ``theta`` ``(p,)``,
+    plus ``penalty`` (a MAP fit's prior) when given.
 
     ``d/dtheta sum_i w_i H(r_i) = J^T (w * clip(r, -delta, delta))`` with ``J`` the Jacobian of
     ``log Lhat`` (the law's ``log_predict_jac``).
@@ -56,6 +58,10 @@ def objective(
     wc = weights * np.clip(r, -delta, delta)  # weighted Huber derivative
     f = float(wc @ r - 0.5 * (wc @ np.clip(r, -delta, delta))) / delta  # = sum w * huber(r)
     g: FloatArray = jac.T @ wc / delta
+    if penalty is not None:
+        f += float(penalty.value(theta))
+        g = g.copy()
+        g[list(penalty.idx)] += penalty.weight * (theta[list(penalty.idx)] - penalty.mean)
     return f, g
 
 
@@ -75,6 +81,23 @@ def grid_point_losses(
 
 
 @dataclass(frozen=True)
+class Penalty:
+    """A Gaussian prior on some raw coordinates, in the objective's units: adds
+    ``sum_j weight_j (theta_j - mean_j)**2 / 2`` (see :class:`~lmalloc.scaling.parametric.
+    ExponentPrior` for how the weights follow from the prior's sd and the data's noise)."""
+
+    idx: tuple[int, ...]
+    mean: FloatArray
+    weight: FloatArray
+
+    def value(self, theta: FloatArray) -> FloatArray:
+        """The penalty at ``theta`` ``(..., p)`` → ``(...)``."""
+        d = theta[..., list(self.idx)] - self.mean
+        out: FloatArray = 0.5 * (self.weight * d * d).sum(axis=-1)
+        return out
+
+
+@dataclass(frozen=True)
 class Optimum:
     """The best of several L-BFGS-B runs."""
 
@@ -91,6 +114,7 @@ def minimize_from(
     weights: FloatArray,
     delta: float,
     maxiter: int = 2000,
+    penalty: Penalty | None = None,
 ) -> Optimum:
     """Run L-BFGS-B (analytic gradient) from each start ``(s, p)``; keep the lowest objective."""
     best: Optimum | None = None
@@ -98,7 +122,7 @@ def minimize_from(
         res = minimize(
             objective,
             x0,
-            args=(law, logx, logy, weights, delta),
+            args=(law, logx, logy, weights, delta, penalty),
             jac=True,
             method="L-BFGS-B",
             bounds=law.bounds(),

@@ -41,6 +41,7 @@ from lmalloc.scaling.estimate import (
 )
 from lmalloc.scaling.huber import (
     DEFAULT_DELTA,
+    Penalty,
     distinct_top,
     grid_point_losses,
     minimize_from,
@@ -51,6 +52,44 @@ from lmalloc.scaling.laws import Law, get_law
 FloatArray = NDArray[np.float64]
 
 PARAM_CONVENTIONS = ("total", "non_embedding")
+
+
+@dataclass(frozen=True)
+class ExponentPrior:
+    """A Gaussian prior on a law's exponents for a MAP fit (the remedy of a degenerate one).
+
+    ``mean`` maps raw coordinates (``"alpha"``, ``"beta"``) to prior means, ``sd`` is the
+    prior's stated width, ``noise`` the sd of one run's log-loss. The Huber objective / delta
+    is, for residuals beyond delta, ``sum |r|``: ``b`` times the negative log-likelihood of
+    Laplace residuals of scale ``b = noise * sqrt(2 / pi)`` (the mean |r| of Gaussian noise).
+    Adding ``b`` times the prior's negative log-density, ``b (theta - mean)**2 / (2 sd**2)``,
+    makes the minimum the posterior mode.
+    """
+
+    mean: dict[str, float]
+    sd: float
+    noise: float = 0.01
+    source: str = "Hoffmann et al. 2022 (Chinchilla) exponents"
+
+    def penalty(self, raw_names: tuple[str, ...]) -> Penalty:
+        missing = sorted(set(self.mean) - set(raw_names))
+        if missing:
+            raise invalid("prior", missing, f"coordinates of the law {list(raw_names)}")
+        if not (self.sd > 0 and self.noise > 0):
+            raise invalid("prior sd / noise", (self.sd, self.noise), "positive numbers")
+        idx = tuple(raw_names.index(n) for n in self.mean)
+        b = self.noise * float(np.sqrt(2.0 / np.pi))
+        return Penalty(idx, np.array(list(self.mean.values())),
+                       np.full(len(idx), b / self.sd**2))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": dict(self.mean), "sd": self.sd, "noise": self.noise,
+                "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExponentPrior:
+        return cls({k: float(v) for k, v in d["mean"].items()}, float(d["sd"]),
+                   float(d["noise"]), str(d.get("source", "")))
 DEFAULT_BOOTSTRAP = 200
 MIN_POINTS = {"chinchilla": 8, "compute": 5}
 """Distinct runs a law needs: a few more than its parameter count (5 and 3)."""
@@ -75,6 +114,7 @@ class ParametricFit:
         converged: L-BFGS-B reported success for the full-data fit.
         input_range: ``(min, max)`` of each input and of compute C among the runs.
         bootstrap_failed: resamples whose fit failed (dropped from ``samples``).
+        prior: the exponent prior of a MAP fit (None: a plain fit).
     """
 
     law: str
@@ -91,6 +131,7 @@ class ParametricFit:
     input_range: dict[str, tuple[float, float]]
     bootstrap_failed: int = 0
     seed: int | None = None
+    prior: ExponentPrior | None = None
 
     @property
     def form(self) -> Law:
@@ -164,6 +205,7 @@ class ParametricFit:
             "input_range": {k: list(v) for k, v in self.input_range.items()},
             "bootstrap_failed": self.bootstrap_failed,
             "seed": self.seed,
+            "prior": None if self.prior is None else self.prior.to_dict(),
         }
 
     @classmethod
@@ -187,6 +229,7 @@ class ParametricFit:
             input_range={k: (float(v[0]), float(v[1])) for k, v in d["input_range"].items()},
             bootstrap_failed=int(d.get("bootstrap_failed", 0)),
             seed=d.get("seed"),
+            prior=ExponentPrior.from_dict(d["prior"]) if d.get("prior") else None,
         )
 
 
@@ -236,6 +279,7 @@ def fit_parametric(
     seed: int | None = 0,
     n_starts: int = 8,
     bootstrap_starts: int = 3,
+    prior: ExponentPrior | None = None,
 ) -> ParametricFit:
     """Fit a scaling law to runs by Huber on log-loss, multi-start L-BFGS-B and bootstrap.
 
@@ -243,6 +287,8 @@ def fit_parametric(
     caller's ``param_convention`` (``"total"`` or ``"non_embedding"``: Kaplan et al. 2020 use
     non-embedding, Hoffmann et al. 2022 total); ``C`` defaults to
     ``flops_per_token_per_param * N * D``. For ``law="compute"`` give ``C`` (or N and D).
+    With ``prior`` the fit is MAP: the Huber objective plus the prior's penalty (see
+    :class:`ExponentPrior`), in the full-data fit and in every bootstrap resample.
 
     Raises:
         UserError: too few distinct runs (says how many more), an input that does not vary,
@@ -269,13 +315,17 @@ def fit_parametric(
     logx, logy = np.asfortranarray(np.log(x)), np.log(y)  # column-major: contiguous columns
 
     grid = form.init_grid()
+    pen = None if prior is None else prior.penalty(form.raw_names)
     point_losses = grid_point_losses(form, grid, logx, logy, delta)  # (g, n)
-    order = np.argsort(point_losses.sum(axis=1))
+    grid_pen = np.zeros(grid.shape[0]) if pen is None else pen.value(grid)
+    order = np.argsort(point_losses.sum(axis=1) + grid_pen)
     best = minimize_from(
-        form, distinct_top(order, grid, n_starts), logx, logy, np.ones(len(y)), delta
+        form, distinct_top(order, grid, n_starts), logx, logy, np.ones(len(y)), delta,
+        penalty=pen,
     )
     samples, failed = _bootstrap(
-        form, best.theta, grid, point_losses, logx, logy, delta, bootstrap, bootstrap_starts, seed
+        form, best.theta, grid, point_losses, logx, logy, delta, bootstrap, bootstrap_starts, seed,
+        pen, grid_pen,
     )
     natural = form.natural(best.theta)
     return ParametricFit(
@@ -293,6 +343,7 @@ def fit_parametric(
         input_range=ranges,
         bootstrap_failed=failed,
         seed=seed,
+        prior=prior,
     )
 
 
@@ -307,21 +358,25 @@ def _bootstrap(
     resamples: int,
     starts: int,
     seed: int | None,
+    pen: Penalty | None = None,
+    grid_pen: FloatArray | None = None,
 ) -> tuple[FloatArray, int]:
     """Refit ``resamples`` multinomial reweightings of the runs; return natural replicates."""
     n = logy.shape[0]
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
     grid_obj = point_losses @ weights.T  # (g, R): every start's objective on every resample
+    if grid_pen is not None:
+        grid_obj += grid_pen[:, None]
     top = np.argsort(grid_obj, axis=0)[: max(starts - 1, 0)]  # (extra, R)
     out = np.full((resamples, theta_hat.shape[0]), np.nan)
     for r in range(resamples):
-        warm, _ = objective(theta_hat, form, logx, logy, weights[r], delta)
+        warm, _ = objective(theta_hat, form, logx, logy, weights[r], delta, pen)
         # A grid start is worth its ~30 ms only if it already beats the warm start.
         better = [i for i in top[:, r] if grid_obj[i, r] < warm]
         x0 = np.vstack([theta_hat[None, :], grid[better]])
         try:
-            out[r] = minimize_from(form, x0, logx, logy, weights[r], delta).theta
+            out[r] = minimize_from(form, x0, logx, logy, weights[r], delta, penalty=pen).theta
         except (FloatingPointError, ValueError):  # counted as a failed resample
             continue
     ok = np.all(np.isfinite(out), axis=1)

@@ -53,3 +53,22 @@ def test_never_below_the_fitted_range(fit) -> None:  # type: ignore[no-untyped-d
     assert a.chosen.N >= n_min
     small = [c for c in a.candidates if c.N < n_min]
     assert all(not c.feasible and "smaller than any fitted run" in c.reason for c in small)
+
+
+KW_DATA = dict(vocab_size=4096, seq_len=128, batch_tokens=2048)
+
+
+def test_repetition_moves_the_choice(fit) -> None:
+    """Fewer unique tokens than the plan needs: a larger model, fewer passes, a higher loss
+    (Muennighoff et al.'s effective tokens), and the epochs on the candidate."""  # type: ignore[no-untyped-def]
+    hw = get_hardware("cpu")
+    free = allocate(fit, 1e16, hw, **KW_DATA).chosen
+    assert free.epochs is None and free.effective_D is None
+    scarce = allocate(fit, 1e16, hw, unique_tokens=free.D / 16, **KW_DATA).chosen
+    assert scarce.epochs is not None and scarce.effective_D is not None
+    assert scarce.N > free.N  # a bigger model, fewer passes over the scarce data
+    assert scarce.epochs < 16 and scarce.effective_D < scarce.D
+    assert scarce.loss.value > free.loss.value  # repeated tokens are worth less
+    plenty = allocate(fit, 1e16, hw, unique_tokens=free.D * 10, **KW_DATA).chosen
+    assert plenty.N == free.N and plenty.loss.value == pytest.approx(free.loss.value)
+    assert plenty.epochs == pytest.approx(0.1)

@@ -46,9 +46,9 @@ def test_fits_budget_and_uses_most_of_it(ladder: Ladder) -> None:
 def test_sizes_bracket_the_prior_optimum(ladder: Ladder) -> None:
     n_star = float(optimal_nd(law_params(None), ladder.top_flops)[0])
     Ns = sorted(r.N for r in ladder.runs)
-    assert len(Ns) in (3, 4, 5) and len(set(Ns)) == len(Ns)
+    assert len(Ns) in (4, 5, 6) and len(set(Ns)) == len(Ns)
     assert Ns[0] < n_star < Ns[-1]
-    assert 3.0 <= Ns[-1] / Ns[0] <= 24.0  # spreads 4..16, up to shape rounding
+    assert 8.0 * 0.999 <= Ns[-1] / Ns[0] <= 48.0  # spreads 8..32, up to shape rounding
 
 
 def test_branch_tokens_are_consistent(ladder: Ladder) -> None:
@@ -80,13 +80,44 @@ def test_too_small_budget_says_what_it_needs() -> None:
     assert min(r.N for r in lad.runs) >= 1e5
 
 
+def test_identifiable_at_every_budget_it_accepts() -> None:
+    """From the smallest budget it accepts up: 4+ sizes over 8x+, several branches each."""
+    from lmalloc.plan.ladder import MIN_BRANCH_STEPS, LadderBudgetError
+
+    with pytest.raises(LadderBudgetError) as info:
+        design(1e9)
+    needed = info.value.needed
+    for budget in needed * np.array([1.001, 1.5, 3.0, 10.0, 100.0, 1e3]):
+        lad = design(float(budget))
+        Ns = sorted(r.N for r in lad.runs)
+        assert len(Ns) >= 4 and Ns[-1] / Ns[0] >= 8.0 * 0.999, (budget, Ns)
+        assert lad.total_cost <= budget
+        for r in lad.runs:
+            assert len(r.branches) >= 2
+            assert min(b.cooldown_tokens + b.snapshot_tokens for b in r.branches) >= (
+                MIN_BRANCH_STEPS * BATCH)
+
+
+def test_a_tight_budget_spends_less_per_size() -> None:
+    """Just above the refusal the sizes train fewer tokens than the prior's optimum."""
+    from lmalloc.plan.ladder import LadderBudgetError
+
+    with pytest.raises(LadderBudgetError) as info:
+        design(1e9)
+    lad = design(info.value.needed * 1.001)
+    n_star = float(optimal_nd(law_params(None), lad.top_flops)[0])
+    Ns = [r.N for r in lad.runs]
+    # C_top is well below the compute-optimal one of the design's middle size
+    assert n_star < math.sqrt(min(Ns) * max(Ns)) / 2
+
+
 def test_round_trip_and_prior_dict_equals_default(ladder: Ladder) -> None:
     assert Ladder.from_dict(ladder.to_dict()) == ladder
     assert design(1e14, law=dict(PRIOR)) == ladder
 
 
 @pytest.mark.parametrize("kw", [{"noise": 0.0}, {"fractions": (0.5, 1.5)},
-                                {"sizes": (2,)}, {"spreads": (1.0,)}, {"cooldown_frac": 1.0}])
+                                {"sizes": (3,)}, {"spreads": (4.0,)}, {"cooldown_frac": 1.0}])
 def test_bad_arguments_are_user_errors(kw: dict[str, object]) -> None:
     with pytest.raises(UserError):
         design(1e14, **kw)

@@ -110,3 +110,14 @@ def test_tight_memory_plan_runs_checkpointed_at_the_micro_batch_that_fits(fit) -
     assert fits.peak <= HEADROOM * mem < plain.peak
     slow = cost_function("seconds", hw, recipe, activation_checkpointing=True)(cfg, 1e6)
     assert slow > 1.2 * cost_function("seconds", hw, recipe)(cfg, 1e6)
+
+
+def test_plan_reports_epochs(fit) -> None:  # type: ignore[no-untyped-def]
+    common = dict(amount=1e16, unit="flops", hardware=get_hardware("cpu"), vocab_size=4096,
+                  recipe=RECIPE, lr=0.01, warmup=0.05, mup_base_width=64, tokens_per_byte=0.3)
+    assert make_plan(fit, **common)["data"] is None
+    plan = make_plan(fit, unique_tokens=2e6, **common)
+    data = plan["data"]
+    assert data["epochs"] == pytest.approx(plan["predicted"]["D"] / 2e6)
+    assert data["epochs"] > 4 and "passes" in data["note"] and "fresh" in data["note"]
+    assert data["effective_tokens"] < plan["predicted"]["D"]
