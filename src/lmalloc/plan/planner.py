@@ -29,6 +29,7 @@ from lmalloc.model.config import GPTConfig
 from lmalloc.plan.allocate import Deploy, allocate
 from lmalloc.plan.recipe import Recipe, SearchResult
 from lmalloc.scaling.estimate import Estimate
+from lmalloc.scaling.hyperparams import HyperparameterLaws
 from lmalloc.scaling.parametric import ParametricFit
 
 TIME_SAFETY = 0.9  # plan the final run for 90 % of the time left: the time model errs ~13 %
@@ -77,11 +78,19 @@ def make_plan(
     vocab_size: int, recipe: Recipe, lr: float, warmup: float, mup_base_width: int | None,
     tokens_per_byte: float, memory_bytes: float | None = None, source: str = "",
     time_scale: float = 1.0, deploy: Deploy | None = None, unique_tokens: float | None = None,
+    seed_sd: float | None = None, hp_laws: HyperparameterLaws | None = None,
 ) -> dict[str, Any]:
     """The final run for ``amount`` of budget in ``unit``: the allocation (shape, tokens,
     predicted loss with its interval, time, memory, parallelism, sensitivity) and the exact
     ``model`` and ``train`` settings ``lmalloc train`` runs. With ``unique_tokens`` (the
-    training split's size) repetition is priced in and ``data`` reports the epochs."""
+    training split's size) repetition is priced in and ``data`` reports the epochs.
+
+    With ``hp_laws`` (fitted from the run's searches) the learning rate is the lr law's value
+    at the final run's compute, not the searched ``lr``. With ``seed_sd`` (sd of one run's
+    log-loss, measured) and/or ``hp_laws`` the predicted loss's interval is widened by the
+    seed and hyperparameter noise (:func:`~lmalloc.scaling.intervals.predicted_interval`):
+    ``predicted.loss`` is the widened interval, ``predicted.law_loss`` the law's alone and
+    ``predicted.interval`` names the parts."""
     cost = cost_function(unit, hardware, recipe, evals=recipe.evals_per_run,
                          time_scale=time_scale)
     usable = amount * (TIME_SAFETY if unit == "seconds" else 1.0)
@@ -106,6 +115,11 @@ def make_plan(
         unique_tokens=unique_tokens,
     )
     chosen = alloc.chosen
+    lr, lr_source = _lr_from(hp_laws, chosen.flops, lr)
+    loss, interval = chosen.loss, None
+    if seed_sd is not None or hp_laws is not None:
+        interval = _widened(chosen.loss, seed_sd, hp_laws, chosen.flops)
+        loss = Estimate(chosen.loss.value, interval["low"], interval["high"], chosen.loss.level)
     model = {**chosen.model, "mup_base_width": mup_base_width}
     D = int(chosen.D)
     steps = D // recipe.batch_tokens
@@ -121,8 +135,9 @@ def make_plan(
         "train": train,
         "allocation": alloc.to_dict(),
         "predicted": {
-            "loss": chosen.loss.to_dict(),
-            "bpb": to_bpb(chosen.loss, tokens_per_byte).to_dict(),
+            "loss": loss.to_dict(),
+            "bpb": to_bpb(loss, tokens_per_byte).to_dict(),
+            "law_loss": chosen.loss.to_dict(), "interval": interval,
             "seconds": chosen.seconds * time_scale, "time_scale": time_scale,
             "memory_bytes": chosen.memory_bytes,
             "flops": chosen.flops, "N": chosen.N, "D": D,
@@ -131,7 +146,8 @@ def make_plan(
                         "micro_batch": chosen.micro_batch,
                         "activation_checkpointing": chosen.activation_checkpointing},
         "hyperparameters": {"lr": lr, "warmup": warmup, "mup_base_width": mup_base_width,
-                            "batch_tokens": recipe.batch_tokens, "source": source},
+                            "batch_tokens": recipe.batch_tokens, "source": source,
+                            "lr_source": lr_source},
         "budget": {"amount": amount, "unit": unit, "hardware": hardware.name},
         "param_convention": fit.param_convention,
         "data": _data_section(chosen.D, unique_tokens, chosen.effective_D),
@@ -142,6 +158,25 @@ def make_plan(
             "law": None if deploy.law is None else {  # its bootstrap is in precision.json
                 k: v for k, v in deploy.law.to_dict().items() if k != "boot"}},
     }
+
+
+def _lr_from(hp_laws: HyperparameterLaws | None, flops: float, lr: float) -> tuple[float, str]:
+    """The lr law's value at the final compute, or the searched ``lr`` (and which it is)."""
+    if hp_laws is None or hp_laws.lr is None or hp_laws.scale != "C":
+        return lr, "search"
+    law = hp_laws.lr
+    return float(law.predict(flops)), f"lr law {law.k:.3g}·C^{law.p:.3g} ({law.source})"
+
+
+def _widened(est: Estimate, seed_sd: float | None, hp_laws: HyperparameterLaws | None,
+             flops: float) -> dict[str, Any]:
+    """The law's interval widened by the measured seed and hyperparameter noise."""
+    from lmalloc.scaling.intervals import predicted_interval
+
+    hps = [] if hp_laws is None else [
+        (law.name, law.curvature, law.log_sd(flops))
+        for law in (hp_laws.lr, hp_laws.batch) if law is not None]
+    return predicted_interval(est, seed_sd, hps)
 
 
 def _data_section(D: float, unique: float | None, effective: float | None,
@@ -179,13 +214,19 @@ def _flops_in(fit: ParametricFit, seconds: float, cost: Callable[[GPTConfig, flo
     return C
 
 
-def batch_for(flops: float, recipe: Recipe, devices: int) -> int:
-    """Global batch (tokens) for a bigger run: DeepSeek LLM's fitted law B*(C) = 0.292 C^0.3271
-    (Bi et al. 2024, arXiv:2401.02954, eq. 1) — a published prior, not fitted here, since the
-    exploration uses one batch size — never below the exploration's batch, a whole number of
-    sequences per device."""
+def batch_for(flops: float, recipe: Recipe, devices: int,
+              hp_laws: HyperparameterLaws | None = None) -> int:
+    """Global batch (tokens) for a bigger run, a power of two sequences per device: the run's
+    own batch law B*(C) when ``hp_laws`` has one, else DeepSeek LLM's published law
+    B*(C) = 0.292 C^0.3271 (Bi et al. 2024, arXiv:2401.02954, eq. 1) as a named prior, never
+    below the exploration's batch (the exploration searched no batch size)."""
+    from lmalloc.scaling.hyperparams import published_value
+
     per_step = recipe.seq_len * devices
-    b = max(float(recipe.batch_tokens), 0.292 * flops ** 0.3271)
+    if hp_laws is not None and hp_laws.batch is not None and hp_laws.scale == "C":
+        b = max(float(per_step), float(hp_laws.batch.predict(flops)))
+    else:
+        b = max(float(recipe.batch_tokens), published_value("deepseek", "batch", C=flops))
     sequences = 2 ** max(0, round(math.log2(b / per_step)))  # micro-batches divide it
     return int(sequences * per_step)
 
@@ -208,16 +249,19 @@ def plan_from_run(run_dir: str | Path, budget: str, hardware: str | None = None,
     if not laws_path.exists() or not search_path.exists():
         raise UserError(f"{run.root} has no finished exploration (laws.json and search.json): "
                         "run `lmalloc run` there first, or `lmalloc fit` for laws alone")
-    fit = load_laws(laws_path).get("parametric")
+    laws = load_laws(laws_path)
+    fit = laws.get("parametric")
     if not isinstance(fit, ParametricFit):
         raise UserError(f"{laws_path} holds no parametric fit")
+    hp = laws.get("hyperparameters")
+    hp_laws = hp if isinstance(hp, HyperparameterLaws) else None
     opts = run.manifest().get("run_options", {})
     recipe = Recipe(**opts["recipe"]) if "recipe" in opts else Recipe()
     b = parse_budget(budget, hardware=hardware)
     hw = get_hardware(b.hardware, b.devices)
     unit, amount = b.unit_total()
     flops = b.flops if b.flops is not None else amount
-    recipe = replace(recipe, batch_tokens=batch_for(flops, recipe, hw.count))
+    recipe = replace(recipe, batch_tokens=batch_for(flops, recipe, hw.count, hp_laws))
     found = SearchResult.load(search_path, recipe)
     data = TokenData(run.data).split("val")
     plan = make_plan(
@@ -226,7 +270,9 @@ def plan_from_run(run_dir: str | Path, budget: str, hardware: str | None = None,
         warmup=found.warmup, mup_base_width=found.base_width,
         tokens_per_byte=data.num_tokens / max(1, data.num_bytes), memory_bytes=b.memory_bytes,
         source=f"{run.root}: search at width {found.base_width}, μP; batch from "
-               "DeepSeek's B*(C) law",
+               + ("the run's batch law" if hp_laws is not None and hp_laws.batch is not None
+                  else "DeepSeek's published B*(C) law (a prior)"),
+        hp_laws=hp_laws,
     )
     slug = "".join(c if c.isalnum() else "-" for c in b.text).strip("-")
     path = Path(out) if out is not None else run.path(f"plans/{slug}.json")

@@ -89,7 +89,9 @@ class HPLaw:
 
     ``optima`` lists per scale ``(s, h*, method)`` (method ``"quadratic"`` or
     ``"best trial"``); ``source`` says where the law comes from (``"fitted"``, or
-    ``"prior:<name> anchored at s=..."``).
+    ``"prior:<name> anchored at s=..."``); ``curvature`` is ``c`` in
+    ``loss ≈ L* + c (ln h - ln h*)²`` (the median over the scales whose bowl was trusted;
+    None if none was): what a mis-set value costs.
     """
 
     name: str
@@ -100,6 +102,7 @@ class HPLaw:
     level: float
     optima: tuple[tuple[float, float, str], ...]
     source: str = "fitted"
+    curvature: float | None = None
 
     def predict(self, s: ArrayLike) -> FloatArray:
         out: FloatArray = self.k * np.asarray(s, dtype=np.float64) ** self.p
@@ -125,6 +128,7 @@ class HPLaw:
         return {"name": self.name, "scale": self.scale, "k": self.k, "p": self.p,
                 "samples": self.samples.tolist(), "level": self.level,
                 "optima": [list(o) for o in self.optima], "source": self.source,
+                "curvature": self.curvature,
                 "intervals": {k: v.to_dict() for k, v in self.estimates().items()}}
 
     @classmethod
@@ -133,7 +137,8 @@ class HPLaw:
                    np.asarray(d["samples"], dtype=np.float64).reshape(-1, 2),
                    float(d["level"]),
                    tuple((float(s), float(h), str(m)) for s, h, m in d["optima"]),
-                   str(d.get("source", "fitted")))
+                   str(d.get("source", "fitted")),
+                   None if d.get("curvature") is None else float(d["curvature"]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,12 +170,18 @@ def _design(U: FloatArray) -> FloatArray:
 
 def scale_optimum(U: FloatArray, y: FloatArray) -> tuple[FloatArray, str]:
     """The optimum ``u*`` (q,) of one scale's trials (see the module docstring)."""
+    u, method, _ = _bowl(U, y)
+    return u, method
+
+
+def _bowl(U: FloatArray, y: FloatArray) -> tuple[FloatArray, str, FloatArray | None]:
+    """:func:`scale_optimum` plus the bowl's Hessian in ``u`` (None when not trusted)."""
     n, q = U.shape
     best = int(np.argmin(y))
     need = 1 + q + q * (q + 1) // 2
     keep = np.argsort(y)[: min(n, max(KEEP, n // 2))]
     if keep.size <= need:
-        return U[best], "best trial"
+        return U[best], "best trial", None
     Uk, yk = U[keep], y[keep]
     centre = Uk.mean(axis=0)
     coef, *_ = np.linalg.lstsq(_design(Uk - centre), yk, rcond=None)
@@ -183,12 +194,12 @@ def scale_optimum(U: FloatArray, y: FloatArray) -> tuple[FloatArray, str]:
             H[j, i] = H[i, j]
             idx += 1
     if np.any(np.linalg.eigvalsh(H) <= 0):
-        return U[best], "best trial"
+        return U[best], "best trial", None
     u = centre - np.linalg.solve(H, g)
     lo, hi = U.min(axis=0), U.max(axis=0)
     if np.any(u < lo - 0.5 * (hi - lo)) or np.any(u > hi + 0.5 * (hi - lo)):
-        return U[best], "best trial"
-    return u, "quadratic"
+        return U[best], "best trial", None
+    return u, "quadratic", H
 
 
 def _line(x: FloatArray, Y: FloatArray) -> FloatArray:
@@ -239,8 +250,8 @@ def fit_hyperparameter_laws(
                         f"({scale_name}); found {len(groups)}: add trials at "
                         f"{MIN_SCALES - len(groups)} more scale(s)")
     logs = np.array([np.log(s[g]).mean() for g in groups])
-    opt = [scale_optimum(U[g], y[g]) for g in groups]
-    ustar = np.stack([u for u, _ in opt], axis=1)  # (q, L)
+    opt = [_bowl(U[g], y[g]) for g in groups]
+    ustar = np.stack([u for u, _, _ in opt], axis=1)  # (q, L)
     coef = _line(logs, ustar)  # (q, 2)
     rng = np.random.default_rng(seed)
     reps = np.full((bootstrap, len(given), 2), np.nan)
@@ -251,8 +262,10 @@ def fit_hyperparameter_laws(
     for j, n in enumerate(given):
         optima = tuple((float(math.exp(logs[i])), float(math.exp(ustar[j, i])), opt[i][1])
                        for i in range(len(groups)))
+        curv = [H[j, j] / 2 for _, _, H in opt if H is not None]
         laws[n] = HPLaw(n, scale_name, float(math.exp(coef[j, 0])), float(coef[j, 1]),
-                        reps[:, j, :], level, optima)
+                        reps[:, j, :], level, optima,
+                        curvature=float(np.median(curv)) if curv else None)
     return HyperparameterLaws(scale_name, laws.get("lr"), laws.get("batch"))
 
 

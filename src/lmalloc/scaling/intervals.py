@@ -102,6 +102,28 @@ def compose_interval(value: float, level: float,
             "method": "named half-widths at the same level, added in quadrature"}
 
 
+def predicted_interval(est: Estimate, seed_sd: float | None = None,
+                       hyperparameters: Sequence[tuple[str, float | None, float]] = (),
+                       ) -> dict[str, Any]:
+    """The plan's loss interval: the law's bootstrap, the seed noise (``seed_sd`` of log-loss,
+    None when not measured) and one part per handed-over hyperparameter
+    ``(name, curvature, log_sd)`` (curvature None: not measured, left out and listed)."""
+    parts = {"law": law_part(est)}
+    missing = []
+    if seed_sd is None:
+        missing.append("seed")
+    else:
+        parts["seed"] = seed_part(est.value, seed_sd, est.level)
+    for name, curvature, log_sd in hyperparameters:
+        if curvature is None:
+            missing.append(name)
+        else:
+            parts[name] = hyperparameter_part(curvature, log_sd, est.level)
+    out = compose_interval(est.value, est.level, parts)
+    out["not_measured"] = missing
+    return out
+
+
 def backtest(N: ArrayLike, D: ArrayLike, loss: ArrayLike,
              fit_fn: Callable[[np.ndarray, np.ndarray, np.ndarray], _Predicts],
              min_points: int = 8) -> dict[str, Any]:

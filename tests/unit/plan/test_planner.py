@@ -121,3 +121,45 @@ def test_plan_reports_epochs(fit) -> None:  # type: ignore[no-untyped-def]
     assert data["epochs"] == pytest.approx(plan["predicted"]["D"] / 2e6)
     assert data["epochs"] > 4 and "passes" in data["note"] and "fresh" in data["note"]
     assert data["effective_tokens"] < plan["predicted"]["D"]
+
+
+def _hp_laws():  # type: ignore[no-untyped-def]
+    """Lr and batch laws fitted on a simulated search at two scales (lr* = 0.5 C^-0.2,
+    batch* = 0.3 C^0.35), with the bowl curvature 0.08 / 0.04 the interval prices."""
+    import numpy as np
+
+    from lmalloc.scaling.hyperparams import fit_hyperparameter_laws
+
+    rng = np.random.default_rng(0)
+    C = np.repeat([1e12, 1e13], 40)
+    lr_s, bs_s = 0.5 * C**-0.2, 0.3 * C**0.35
+    lr, bs = lr_s * np.exp(rng.uniform(-2, 2, C.size)), bs_s * np.exp(rng.uniform(-2, 2, C.size))
+    loss = 4.0 + 0.08 * np.log(lr / lr_s) ** 2 + 0.04 * np.log(bs / bs_s) ** 2
+    return fit_hyperparameter_laws(C, loss + 0.003 * rng.standard_normal(C.size), lr=lr,
+                                   batch=bs, bootstrap=50)
+
+
+def test_hp_laws_set_lr_and_widen_the_interval(fit) -> None:  # type: ignore[no-untyped-def]
+    laws = _hp_laws()
+    common = dict(amount=1e15, unit="flops", hardware=get_hardware("cpu"), vocab_size=4096,
+                  recipe=RECIPE, lr=0.01, warmup=0.05, mup_base_width=64, tokens_per_byte=0.3)
+    plain = make_plan(fit, **common)
+    assert plain["predicted"]["interval"] is None
+    assert plain["hyperparameters"]["lr_source"] == "search"
+    plan = make_plan(fit, seed_sd=0.01, hp_laws=laws, **common)
+    C = plan["predicted"]["flops"]
+    assert plan["train"]["lr"] == pytest.approx(float(laws.lr.predict(C)))
+    assert plan["train"]["lr"] == pytest.approx(0.5 * C**-0.2, rel=0.15)
+    assert "lr law" in plan["hyperparameters"]["lr_source"]
+    inter, law, loss = (plan["predicted"][k] for k in ("interval", "law_loss", "loss"))
+    assert set(inter["parts"]) == {"law", "seed", "lr", "batch"}
+    assert loss["low"] == inter["low"] < law["low"] and loss["high"] == inter["high"] > law["high"]
+    assert loss["value"] == law["value"]
+
+
+def test_batch_for_uses_the_runs_law_else_names_the_prior() -> None:
+    laws = _hp_laws()
+    b = batch_for(1e15, RECIPE, 1, laws)
+    want = 0.3 * 1e15**0.35
+    assert b % RECIPE.seq_len == 0 and want / 1.5 <= b <= want * 1.5
+    assert batch_for(1e15, RECIPE, 1) == batch_for(1e15, RECIPE, 1, None)

@@ -44,8 +44,12 @@ def test_recovers_known_exponents_with_intervals(scales: list[float]) -> None:
         assert abs(est.value / (k * target**p) - 1) < 0.15
         assert est.contains(k * target**p)
         assert all(m == "quadratic" for _, _, m in law.optima)
+    # the measured bowl curvature (what a mis-set value costs): 0.08 and 0.04 in the truth
+    assert laws.lr.curvature == pytest.approx(0.08, rel=0.2)
+    assert laws.batch.curvature == pytest.approx(0.04, rel=0.25)
     back = HyperparameterLaws.from_dict(laws.to_dict())
     assert back.lr is not None and back.lr.p == laws.lr.p
+    assert back.lr.curvature == laws.lr.curvature
     assert np.array_equal(back.lr.samples, laws.lr.samples)
 
 

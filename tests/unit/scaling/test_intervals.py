@@ -95,3 +95,15 @@ def test_backtest_with_a_real_fit() -> None:
     bt = backtest(runs.N, runs.D, runs.loss,
                   lambda n, d, y: fit_parametric(n, d, y, bootstrap=30, seed=0))
     assert bt["available"] and bt["mean_abs_error"] < 0.02
+
+
+def test_predicted_interval_names_what_it_could_not_measure() -> None:
+    from lmalloc.scaling.intervals import predicted_interval
+
+    est = Estimate(3.0, 2.95, 3.06, 0.9)
+    only_law = predicted_interval(est)
+    assert only_law["low"] == pytest.approx(2.95) and only_law["high"] == pytest.approx(3.06)
+    assert only_law["not_measured"] == ["seed"]
+    full = predicted_interval(est, 0.01, [("lr", 0.08, 0.3), ("batch", None, 0.2)])
+    assert set(full["parts"]) == {"law", "seed", "lr"} and full["not_measured"] == ["batch"]
+    assert full["low"] < est.low and full["high"] > est.high
