@@ -1,0 +1,73 @@
+"""Everything the fit stage of ``lmalloc run`` writes to laws.json, from the run's own data.
+
+One pure function, :func:`fit_ladder`, composes the pieces so that the stage itself only reads
+its inputs and saves the result:
+
+* the L(N, D) fit with the degenerate-fit remedy (:func:`~lmalloc.scaling.degeneracy.
+  fit_with_remedy`), the measured seed noise as the MAP prior's noise;
+* the approach-2 cross-check on the ladder's IsoFLOP branches at the target compute;
+* the backtest (fit without the largest size, predict it);
+* the seed noise from repeated ladder points;
+* the hyperparameter laws from the search trials (when they span 2+ scales; otherwise the
+  entry says why not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from lmalloc.errors import UserError
+from lmalloc.scaling.degeneracy import fit_with_remedy, isoflop_cross_check
+from lmalloc.scaling.hyperparams import fit_hyperparameter_laws
+from lmalloc.scaling.intervals import backtest, seed_noise
+from lmalloc.scaling.parametric import fit_parametric
+
+
+def fit_ladder(
+    N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, target_flops: float,
+    repeats: Sequence[Sequence[float]] = (), hp_trials: Mapping[str, ArrayLike] | None = None,
+    bootstrap: int = 200, seed: int | None = 0, param_convention: str = "non_embedding",
+) -> dict[str, Any]:
+    """laws.json entries for a run: ``parametric`` (a fit object), ``degeneracy``,
+    ``isoflop_check``, ``backtest``, ``seed_noise`` and ``hyperparameters`` (a fit object, or
+    ``{"available": False, "reason"}``).
+
+    Args:
+        N, D, loss: the ladder's points (non-finite losses are dropped).
+        target_flops: the final run's compute (for the approach-2 cross-check).
+        repeats: groups of losses of the same (N, D) point trained with different seeds.
+        hp_trials: the search trials, ``{"C": ..., "loss": ..., "lr": ..., "batch": ...}``
+            (``lr`` and/or ``batch``).
+    """
+    n, d, y = (np.asarray(v, dtype=np.float64).ravel() for v in (N, D, loss))
+    ok = np.isfinite(y)
+    n, d, y = n[ok], d[ok], y[ok]
+    noise = seed_noise(repeats)
+    kw: dict[str, Any] = {"bootstrap": bootstrap, "seed": seed,
+                          "param_convention": param_convention}
+    fit, report = fit_with_remedy(n, d, y, noise=noise["sd"], **kw)
+
+    def refit(n_: np.ndarray, d_: np.ndarray, y_: np.ndarray) -> Any:
+        """The backtest refits the way the run fitted: with the prior if it used one."""
+        return fit_parametric(n_, d_, y_, prior=fit.prior, **kw)
+
+    return {"parametric": fit, "degeneracy": report,
+            "isoflop_check": isoflop_cross_check(n, d, y, fit, target_flops,
+                                                 fit.flops_per_token_per_param),
+            "backtest": backtest(n, d, y, refit), "seed_noise": noise,
+            "hyperparameters": _hp_laws(hp_trials, bootstrap, seed)}
+
+
+def _hp_laws(trials: Mapping[str, ArrayLike] | None, bootstrap: int, seed: int | None) -> Any:
+    if trials is None:
+        return {"kind": "unavailable", "available": False, "reason": "no search trials given"}
+    try:
+        return fit_hyperparameter_laws(trials["C"], trials["loss"], lr=trials.get("lr"),
+                                       batch=trials.get("batch"), bootstrap=bootstrap,
+                                       seed=seed)
+    except UserError as e:
+        return {"kind": "unavailable", "available": False, "reason": str(e)}
