@@ -57,9 +57,9 @@ def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budg
     from lmalloc.search.study import SearchSettings, run_search
 
     steps = max(1, trial_tokens // recipe.batch_tokens)
+    # the schedule of the ladder and the final run (WSD), so the lr found is theirs
     base_train = recipe.train_config(
-        max_tokens=trial_tokens, eval_every=max(1, steps // recipe.evals_per_run),
-        schedule="cosine").to_dict()
+        max_tokens=trial_tokens, eval_every=max(1, steps // recipe.evals_per_run)).to_dict()
     model = {k: v for k, v in proxy.items() if k != "vocab_size"}
     s = SearchSettings(
         run_dir=str(run.root), space=search_space(recipe.lr), base_model=model,

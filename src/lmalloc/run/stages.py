@@ -194,23 +194,62 @@ def _redesign_ladder(ctx: RunContext, share: float, planned: Ladder, floor: floa
 
 
 def fit(ctx: RunContext) -> None:
+    """laws.json from the run's own trainings (:func:`~lmalloc.scaling.ladderfit.fit_ladder`):
+    the L(N, D) fit, remedied by a MAP fit with a stated exponent prior when degenerate, its
+    approach-2 cross-check and backtest; the search's single scale cannot give
+    hyperparameter laws, and the entry says so."""
     import numpy as np
 
-    from lmalloc.scaling import fit_parametric, save_laws
+    from lmalloc.plan.ladder import Ladder
+    from lmalloc.scaling import save_laws
+    from lmalloc.scaling.ladderfit import fit_ladder
     from lmalloc.scaling.table import read_runs
 
     runs = read_runs(ctx.run.path(LADDER_CSV))
     ok = np.isfinite(runs.loss)
-    law = fit_parametric(runs.N[ok], runs.D[ok], runs.loss[ok],
-                         bootstrap=ctx.options.bootstrap, param_convention="non_embedding",
-                         seed=ctx.options.seed)
-    warns = fit_warnings(law.params)
+    target = Ladder.from_dict(read_json(ctx.run.path(LADDER_JSON), "ladder design")).target_flops
+    entries = fit_ladder(runs.N[ok], runs.D[ok], runs.loss[ok], target_flops=target,
+                         bootstrap=ctx.options.bootstrap, seed=ctx.options.seed,
+                         hp_trials=_search_trials(ctx))
+    law, report = entries["parametric"], entries["degeneracy"]
+    warns = fit_warnings(report["plain_params"])
+    if report["remedy"] == "map":
+        prior = report["prior"]
+        warns.append(
+            "remedy: refitted as a MAP fit with a Gaussian prior on the exponents (mean "
+            f"{prior['mean']}, sd {prior['sd']}, {prior['source']}): alpha = "
+            f"{law.params['alpha']:.3g}, beta = {law.params['beta']:.3g}"
+            + ("; still degenerate" if report.get("degenerate_after") else ""))
     for w in warns:
         ctx.say(f"[yellow]warning:[/] {w}")
-    save_laws(ctx.run.path(LAWS_JSON), {"parametric": law, "warnings": warns})
+    bt = entries["backtest"]
+    if bt.get("available"):
+        ctx.say(f"backtest: the fit without the largest size predicts it with mean error "
+                f"{100 * bt['mean_abs_error']:.2g} %, {bt['inside']} of {bt['of']} inside")
+    save_laws(ctx.run.path(LAWS_JSON), {**entries, "warnings": warns})
     ctx.run.record_artifact(LAWS_JSON)
     ctx.run.record_stage("fit", out=LAWS_JSON, points=int(ok.sum()), params=law.params,
-                         warnings=warns)
+                         warnings=warns, remedy=report["remedy"],
+                         backtest_error=bt.get("mean_abs_error"))
+
+
+def _search_trials(ctx: RunContext) -> dict[str, list[float]] | None:
+    """The finished search trials as (compute, loss in nats, lr) columns, or None."""
+    import math
+
+    from lmalloc.model.accounting import train_flops_per_token
+    from lmalloc.model.config import GPTConfig
+
+    found = ctx.search
+    done = [t for t in found.trials if t.get("state") == "complete" and t.get("tokens")
+            and t.get("value") is not None and t.get("params", {}).get("lr")]
+    if not done:
+        return None
+    fpt = train_flops_per_token(GPTConfig.from_dict(found.proxy))
+    nats = math.log(2) / ctx.tokens_per_byte  # the search minimises val_bpb
+    return {"C": [fpt * float(t["tokens"]) for t in done],
+            "loss": [float(t["value"]) * nats for t in done],
+            "lr": [float(t["params"]["lr"]) for t in done]}
 
 
 def precision(ctx: RunContext) -> None:
@@ -229,13 +268,18 @@ def precision(ctx: RunContext) -> None:
 
 
 def plan(ctx: RunContext) -> None:
+    from lmalloc.data.shards import TokenData
     from lmalloc.plan.allocate import Deploy
     from lmalloc.plan.planner import make_plan
     from lmalloc.run.precision import load_precision_law
     from lmalloc.scaling import load_laws
+    from lmalloc.scaling.hyperparams import HyperparameterLaws
 
     a, found, split_doc = ctx.allowance, ctx.search, _split_doc(ctx)
-    law = load_laws(ctx.run.path(LAWS_JSON))["parametric"]
+    laws = load_laws(ctx.run.path(LAWS_JSON))
+    law = laws["parametric"]
+    hp = laws.get("hyperparameters")
+    noise = laws.get("seed_noise") or {}
     amount, short = a.for_final(float(split_doc["final_budget"]) - a.reserve())
     if short is not None:
         ctx.say(f"[yellow]warning:[/] the final run gets less than the split promised: "
@@ -247,6 +291,8 @@ def plan(ctx: RunContext) -> None:
         tokens_per_byte=ctx.tokens_per_byte, memory_bytes=a.memory,
         source="search at the ladder's smallest width, μP", time_scale=ctx.time_scale(),
         deploy=None if a.deploy is None else Deploy(a.deploy, load_precision_law(ctx.run)),
+        unique_tokens=float(TokenData(ctx.run.data).split("train").num_tokens),
+        seed_sd=noise.get("sd"), hp_laws=hp if isinstance(hp, HyperparameterLaws) else None,
     )
     atomic_write_json(ctx.run.path(PLAN_JSON), doc)
     ctx.run.record_artifact(PLAN_JSON)

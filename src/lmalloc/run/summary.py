@@ -8,8 +8,7 @@ from typing import Any
 from lmalloc.layout import COMPRESSED_RESULT, EVAL_JSON, PLAN_JSON, SUMMARY_JSON
 from lmalloc.run.context import RunContext
 from lmalloc.rundir import atomic_write_json, read_json
-
-EXPONENT_RANGE = (0.02, 2.0)  # published fits: 0.07-0.7; outside, a term has vanished
+from lmalloc.scaling.degeneracy import EXPONENT_RANGE
 
 
 def fit_warnings(params: dict[str, float]) -> list[str]:
@@ -91,6 +90,10 @@ def write_summary(ctx: RunContext) -> None:
         "final_share": m.get("final_share"),
         "ladder_dropped": m.get("ladder_dropped", []),
         "deploy": _deploy_summary(ctx, plan),
+        "fit": {"remedy": m["stages"]["fit"].get("remedy"),
+                "backtest_error": m["stages"]["fit"].get("backtest_error")},
+        "interval_parts": (pred.get("interval") or {}).get("parts"),
+        "data": plan.get("data"),
     }
     atomic_write_json(ctx.run.path(SUMMARY_JSON), summary)
     ctx.run.record_stage("summary", out=SUMMARY_JSON)

@@ -1,0 +1,67 @@
+"""The fit stage on a degenerate ladder table: laws.json carries the remedy (with its prior),
+the backtest and why there are no hyperparameter laws; the search trains with WSD."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmalloc.layout import LADDER_CSV, LADDER_JSON, LAWS_JSON, SEARCH_JSON
+from lmalloc.plan.ladder import Ladder
+from lmalloc.plan.recipe import Recipe
+from lmalloc.run import stages
+from lmalloc.run.context import RunContext, RunOptions
+from lmalloc.rundir import RunDir
+from lmalloc.scaling import load_laws
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scaling"))
+from test_degeneracy import C_TOP, _ladder_table  # noqa: E402  (the engineered table)
+
+
+def test_fit_stage_writes_the_remedy_backtest_and_hp_verdict(tmp_path: Path) -> None:
+    ctx = RunContext(tmp_path / "r", RunOptions(hardware="cpu", bootstrap=5))
+    run = RunDir(tmp_path / "r")
+    run.root.mkdir(parents=True)
+    N, D, L = _ladder_table()
+    with open(run.path(LADDER_CSV), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["N", "D", "loss"])
+        w.writerows(zip(N, D, L, strict=True))
+    lad = Ladder(runs=(), top_flops=C_TOP, total_cost=0.0, sd_log_n_opt=0.1, sd_log_loss=0.1,
+                 target_flops=10 * C_TOP)
+    run.path(LADDER_JSON).write_text(json.dumps(lad.to_dict()))
+    run.path(SEARCH_JSON).write_text(json.dumps(
+        {"best_params": {"lr": 0.01}, "proxy": {"d_model": 64}, "trials": []}))
+    stages.fit(ctx)
+    laws = load_laws(run.path(LAWS_JSON))
+    assert laws["degeneracy"]["remedy"] == "map" and laws["parametric"].prior is not None
+    assert laws["backtest"]["available"] and laws["backtest"]["of"] == 3
+    assert laws["hyperparameters"]["available"] is False
+    assert any("remedy: refitted as a MAP fit" in w for w in laws["warnings"])
+    rec = run.manifest()["stages"]["fit"]
+    assert rec["remedy"] == "map" and rec["backtest_error"] is not None
+
+
+def test_the_search_trains_with_the_final_runs_schedule(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmalloc.search.study as study
+    from lmalloc.run.explore import run_search_stage
+
+    seen = {}
+
+    def fake(settings, on_poll=None):  # type: ignore[no-untyped-def]
+        seen["train"] = settings.base_train
+        return {"best": []}
+
+    monkeypatch.setattr(study, "run_search", fake)
+    recipe = Recipe()
+    proxy = {"vocab_size": 64, "n_layer": 2, "n_head": 2, "d_model": 32, "seq_len": 128}
+    run_search_stage(RunDir(tmp_path / "r"), proxy, recipe, budget=1e12, unit="flops",
+                     trial_tokens=8 * recipe.batch_tokens)
+    final = recipe.train_config(max_tokens=1).to_dict()
+    assert seen["train"]["schedule"] == final["schedule"] == "wsd"
+    assert seen["train"]["cooldown_frac"] == final["cooldown_frac"]
