@@ -247,6 +247,35 @@ def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
     return rows
 
 
+def run_seed_repeat(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float, warmup: float,
+                    mup_base_width: int, cost: CostFn, rows: list[dict[str, Any]],
+                    allowed: float = float("inf")) -> dict[str, Any] | None:
+    """Train the smallest size's shortest branch again with another seed (a fresh WSD run with
+    the branch's lr schedule in tokens: the same warmup tokens, peak lr and cooldown), so the
+    fit can measure one run's seed noise. Returns ``{"N", "D", "losses": [first, repeat]}``,
+    or None when the branch's schedule cannot be reproduced as one run or its predicted cost
+    exceeds ``allowed`` (in ``cost``'s unit)."""
+    from lmalloc.model.config import GPTConfig
+
+    small = min(ladder.runs, key=lambda r: r.N)
+    b = min(small.branches, key=lambda x: x.tokens)
+    first = [r for r in rows if r["N"] == small.N and r["branch"] == b.tokens]
+    warm = warmup * small.stable_tokens if warmup < 1 else warmup  # in tokens, as the stable run
+    cfg = GPTConfig.from_dict(small.model)
+    if not first or warm + b.cooldown_tokens >= b.tokens or cost(cfg, float(b.tokens)) > allowed:
+        return None
+    model = {**small.model, "mup_base_width": mup_base_width}
+    train = recipe.train_config(lr=lr, warmup=float(max(warm, 1.0)), max_tokens=b.tokens,
+                                cooldown_frac=b.cooldown_tokens / b.tokens,
+                                seed=recipe.seed + 1)
+    r = _trained(run.path("ladder/seed-repeat"), model, train, run.data,
+                 lambda res: run.charge("ladder", res["session_flops"], res["session_seconds"],
+                                        part="seed-repeat", status=res["status"],
+                                        predicted=cost(cfg, float(b.tokens))))
+    return {"N": small.N, "D": b.tokens, "losses": [float(first[0]["loss"]),
+                                                     float(r["val_loss"])]}
+
+
 def read_ladder(run: RunDir) -> list[dict[str, str]]:
     """The rows :func:`run_ladder_stage` wrote to ``ladder.csv`` (values as text)."""
     with open(run.path(LADDER_CSV), newline="", encoding="utf-8") as f:

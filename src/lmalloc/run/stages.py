@@ -38,6 +38,9 @@ from lmalloc.rundir import atomic_write_json, read_json
 if TYPE_CHECKING:
     from lmalloc.plan.ladder import Ladder
 
+SEED_REPEAT_SHARE = 0.05
+"""Of the ladder's share, kept for one seed repeat of its cheapest point (the seed noise the
+plan's interval carries); a repeat that would not fit is skipped and the plan says so."""
 LADDER_FLOOR_HALVINGS = 2
 """When the budget cannot pay for a ladder of ``Recipe.min_params``-sized models (a slow or
 busy machine), the split halves that floor up to this many times before giving up."""
@@ -143,7 +146,7 @@ def search(ctx: RunContext) -> None:
 
 def ladder(ctx: RunContext) -> None:
     from lmalloc.plan.ladder import Ladder
-    from lmalloc.run.explore import LadderAllowance, run_ladder_stage
+    from lmalloc.run.explore import LadderAllowance, run_ladder_stage, run_seed_repeat
 
     a, doc = ctx.allowance, _split_doc(ctx)
     path = ctx.run.path(LADDER_JSON)
@@ -152,7 +155,9 @@ def ladder(ctx: RunContext) -> None:
     if path.exists():  # resuming: the design is fixed once the first run started
         design = Ladder.from_dict(read_json(path, "ladder design"))
     else:
-        design = _redesign_ladder(ctx, share, Ladder.from_dict(doc["ladder"]),
+        # a seed repeat of the cheapest point is paid from the share's last few per cent
+        design = _redesign_ladder(ctx, (1 - SEED_REPEAT_SHARE) * share,
+                                  Ladder.from_dict(doc["ladder"]),
                                   float(doc.get("min_params", ctx.recipe.min_params)))
         atomic_write_json(path, design.to_dict())
     found = ctx.search
@@ -161,9 +166,13 @@ def ladder(ctx: RunContext) -> None:
         rows = run_ladder_stage(ctx.run, design, ctx.recipe, lr=found.lr, warmup=found.warmup,
                                 mup_base_width=found.base_width, cost=ctx.cost(calibrated=False),
                                 allow=allow, on_size=bar.update, say=ctx.say)
+        repeat = run_seed_repeat(ctx.run, design, ctx.recipe, found.lr, found.warmup,
+                                 found.base_width, ctx.cost(), rows,
+                                 allowed=share - a.spent("ladder"))
     ctx.run.record_stage("ladder", out=LADDER_CSV, points=len(rows), share=share,
                          time_scale=ctx.time_scale(),
-                         dropped=ctx.run.manifest().get("ladder_dropped", []))
+                         dropped=ctx.run.manifest().get("ladder_dropped", []),
+                         seed_repeat=repeat)
 
 
 def _redesign_ladder(ctx: RunContext, share: float, planned: Ladder, floor: float) -> Ladder:
@@ -208,8 +217,10 @@ def fit(ctx: RunContext) -> None:
     runs = read_runs(ctx.run.path(LADDER_CSV))
     ok = np.isfinite(runs.loss)
     target = Ladder.from_dict(read_json(ctx.run.path(LADDER_JSON), "ladder design")).target_flops
+    repeat = ctx.run.manifest().get("stages", {}).get("ladder", {}).get("seed_repeat")
     entries = fit_ladder(runs.N[ok], runs.D[ok], runs.loss[ok], target_flops=target,
                          bootstrap=ctx.options.bootstrap, seed=ctx.options.seed,
+                         repeats=[repeat["losses"]] if repeat else (),
                          hp_trials=_search_trials(ctx))
     law, report = entries["parametric"], entries["degeneracy"]
     warns = fit_warnings(report["plain_params"])

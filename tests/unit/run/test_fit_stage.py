@@ -65,3 +65,38 @@ def test_the_search_trains_with_the_final_runs_schedule(
     final = recipe.train_config(max_tokens=1).to_dict()
     assert seen["train"]["schedule"] == final["schedule"] == "wsd"
     assert seen["train"]["cooldown_frac"] == final["cooldown_frac"]
+
+
+def test_seed_repeat_reproduces_the_branch_schedule_with_another_seed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmalloc.run.explore as explore
+    from lmalloc.model.accounting import param_count
+    from lmalloc.model.config import GPTConfig
+    from lmalloc.plan.ladder import design_ladder
+
+    def flops(cfg: GPTConfig, tokens: float) -> float:
+        return 6.0 * param_count(cfg) * tokens
+
+    lad = design_ladder(1e13, flops, 1e14, 512, 128, 1024)
+    small = min(lad.runs, key=lambda r: r.N)
+    b = min(small.branches, key=lambda x: x.tokens)
+    rows = [{"N": small.N, "branch": b.tokens, "loss": 5.0}]
+    seen = {}
+
+    def fake(out, model, train, data_dir, charge, **branch):  # type: ignore[no-untyped-def]
+        seen.update(train=train, branch=branch)
+        return {"val_loss": 5.05}
+
+    monkeypatch.setattr(explore, "_trained", fake)
+    recipe = Recipe(seq_len=128, batch_tokens=1024)
+    run = RunDir(tmp_path / "r")
+    got = explore.run_seed_repeat(run, lad, recipe, 0.01, 0.05, 64, flops, rows)
+    assert got == {"N": small.N, "D": b.tokens, "losses": [5.0, 5.05]}
+    t = seen["train"]
+    assert t.seed == recipe.seed + 1 and t.max_tokens == b.tokens and not seen["branch"]
+    assert t.warmup == pytest.approx(0.05 * small.stable_tokens)  # same warmup tokens
+    assert t.cooldown_frac == pytest.approx(b.cooldown_tokens / b.tokens)
+    assert t.schedule == "wsd" and t.lr == 0.01
+    too_little = flops(GPTConfig.from_dict(small.model), b.tokens) / 2
+    assert explore.run_seed_repeat(run, lad, recipe, 0.01, 0.05, 64, flops, rows,
+                                   allowed=too_little) is None
