@@ -20,8 +20,11 @@ called directly on an in-memory study (trials that pay for a worker's start-up, 
 of a run, are left out of the medians of trial durations). Runs alternate (local W=1, ray
 W=1, local W=2, ...) for ``--repeats`` rounds; figures are medians over rounds.
 
-    sh scripts/ensure_ray.sh start
-    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python bench/trial_throughput.py
+    sh scripts/private_net.sh sh -c 'sh scripts/ensure_ray.sh start &&
+      OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python bench/trial_throughput.py;
+      sh scripts/ensure_ray.sh stop'
+
+(Ray binds every interface, so the head runs in a loopback-only network namespace.)
 """
 
 from __future__ import annotations

@@ -179,7 +179,9 @@ def _search(sec: Section, art: RunArtifacts, plots: dict[str, Plot | None],
     else:
         sec.note(f"Hyperparameter importances skipped: {importance_skip_reason(studies)}.")
     if art.study_url:
-        sec.paragraph(f"Browse the study interactively: optuna-dashboard {art.study_url}")
+        sec.paragraph("Browse the study interactively (pip install 'lmalloc[dashboard]'; it "
+                      f"serves on this machine only): optuna-dashboard --host 127.0.0.1 "
+                      f"{art.study_url}")
 
 
 def _scaling(sec: Section, art: RunArtifacts, plots: dict[str, Plot | None]) -> None:

@@ -52,7 +52,7 @@ def test_finished_run_report(built: Path) -> None:
     assert "inside the interval" in text and "1 × local (cpu)" in text
     assert "sst2.accuracy" in html and "0.71" in html  # eval.json's tasks, generically
     assert "Compression: not run yet." in html
-    assert "optuna-dashboard sqlite:///" in html
+    assert "optuna-dashboard --host 127.0.0.1 sqlite:///" in html
 
 
 def test_half_finished_run_reports_what_exists(run_factory: Callable[..., Path]) -> None:
