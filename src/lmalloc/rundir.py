@@ -265,8 +265,18 @@ def verify_files(path: str | os.PathLike[str], state: dict[str, Any] | None = No
         if not (folder / record).exists():
             return
         state = read_json(folder / record, "checkpoint state")
-    for name, want in (state.get("sha256") or {}).items():
-        file = folder / name
+    sums = state.get("sha256") or {}
+    if not isinstance(sums, dict):
+        raise UserError(f"{folder / record}: 'sha256' is not a map of file names")
+    for name, want in sums.items():
+        # the names come from a file: plain names of regular files inside the folder only
+        # (never /dev/zero, ../../elsewhere, a sub-path or a link out)
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise UserError(f"{folder / record} lists {name!r} in its checksums, not a file "
+                            "name in the folder: refusing to read it")
+        file = safe_join(folder, name)
+        if file.exists() and not file.is_file():
+            raise UserError(f"{file} is not a regular file: refusing to read it")
         if file.exists() and sha256_file(file) != want:
             raise UserError(f"{file} does not match the checksum in {folder / record}: it "
                             "was altered or damaged after it was written; delete the "

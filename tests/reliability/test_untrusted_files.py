@@ -145,3 +145,36 @@ def test_shard_paths_in_data_json_cannot_escape(tmp_path):
     (data / DATA_JSON).write_text(json.dumps(meta))
     with pytest.raises(UserError, match="escapes"):
         TokenData(data).split("train")
+
+
+@pytest.mark.parametrize("name", ["/dev/zero", "../../outside/file", "model.safetensors/../x"])
+def test_checkpoint_checksum_names_stay_in_the_folder(tmp_path, name):
+    """state.json's sha256 map names files to hash: a device (which would hang the reader) or a
+    path out of the folder is refused before anything is opened."""
+    from lmalloc.rundir import verify_files
+    from lmalloc.train.checkpoint import STATE_FILE, save_checkpoint
+
+    model, opt = _tiny()
+    ckpt = save_checkpoint(tmp_path / "run" / "ckpt", model, opt, {"step": 1})
+    outside = tmp_path / "outside" / "file"
+    outside.parent.mkdir()
+    outside.write_text("secret")
+    state = json.loads((ckpt / STATE_FILE).read_text())
+    state["sha256"] = {name: "0" * 64}
+    (ckpt / STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(UserError, match="refusing to read it"):
+        verify_files(ckpt)
+
+
+def test_report_does_not_write_through_a_plots_link_out(tmp_path):
+    from lmalloc.report.artifacts import load_run
+    from lmalloc.report.plots import make_plots
+
+    run = tmp_path / "run"
+    RunDir(run).record_stage("prepare")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (run / "plots").symlink_to(outside)
+    with pytest.raises(UserError, match="escapes the run directory"):
+        make_plots(load_run(run), studies=[])
+    assert list(outside.iterdir()) == []

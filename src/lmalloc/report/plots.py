@@ -23,7 +23,7 @@ import numpy as np
 
 from lmalloc.errors import UserError
 from lmalloc.report.artifacts import RunArtifacts
-from lmalloc.rundir import atomic_write_bytes
+from lmalloc.rundir import atomic_write_bytes, safe_join
 
 DPI = 110
 FAINT, BOLD, ACCENT, GREY = "#8c959f", "#0969da", "#cf222e", "#57606a"
@@ -456,7 +456,8 @@ def plot_compression(art: RunArtifacts, out_dir: Path) -> Plot | None:
 def make_plots(art: RunArtifacts, out_dir: Path | None = None,
                studies: list[StudyTrials] | None = None) -> dict[str, Plot | None]:
     """Every figure the run can have (None for those whose stage has not run)."""
-    out = Path(out_dir) if out_dir is not None else art.root / "plots"
+    # safe_join: a plots/ that is a link out of the run is refused, never written through
+    out = Path(out_dir) if out_dir is not None else safe_join(art.root, "plots")
     studies = read_studies(art) if studies is None else studies
     return {
         "ledger": plot_ledger(art, out),
