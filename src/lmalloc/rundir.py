@@ -292,6 +292,35 @@ def safe_join(root: str | os.PathLike[str], rel: str | os.PathLike[str]) -> Path
     return target
 
 
+NAME_MAX = 255  # bytes of one path component on Linux file systems
+
+
+def check_run_folder(raw: str) -> None:
+    """Refuse a ``--run`` value that cannot be a run folder, before any work: empty (it would
+    write into the current folder), a component longer than the file system allows, a file
+    or a path under a file, a place where no folder can be made."""
+    if not raw.strip():
+        raise UserError("--run is empty: give a folder such as runs/demo (an empty name would "
+                        "write into the current folder)")
+    path = Path(raw)
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise UserError(f"--run: the folder name {part[:40]}… is {len(part)} characters; "
+                            f"file systems allow {NAME_MAX} bytes per name: choose a shorter one")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--run {raw} is a file, not a folder: give a folder (it is created "
+                        "when missing)")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent != path and not parent.is_dir():
+        raise UserError(f"--run {raw}: {parent} is a file, so no folder can be made under it")
+    if str(path.resolve()).startswith(("/proc/", "/sys/", "/dev/")) or \
+            str(path.resolve()) in ("/proc", "/sys", "/dev"):
+        raise UserError(f"--run {raw} is inside a system pseudo-file system: give a folder "
+                        "on a disk, such as runs/demo")
+
+
 class RunDir:
     """A run directory (``runs/<name>/``) and the manifest that records it.
 

@@ -9,22 +9,76 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from lmalloc.errors import UserError
+from lmalloc.rundir import check_run_folder
+
+# One example per command, shown at the end of its --help.
+EXAMPLES: dict[str, str] = {
+    "prepare": "lmalloc prepare --run runs/demo ../shared/data/tinystories",
+    "train": "lmalloc train --run runs/demo --recipe configs/tiny.toml",
+    "eval": "lmalloc eval --run runs/demo",
+    "profile": "lmalloc profile --name laptop",
+    "estimate": "lmalloc estimate --params 1.3e9 --tokens 26e9 --hardware 8xH100",
+    "search": "lmalloc search --run runs/demo --budget 10m --workers 2",
+    "fit": "lmalloc fit runs.csv --bootstrap 200",
+    "generate": "lmalloc generate --run runs/demo --prompt 'Once upon a time'",
+    "export": "lmalloc export --run runs/demo --format hf --out runs/demo/hf",
+    "run": "lmalloc run --run runs/demo --budget 15m",
+    "plan": "lmalloc plan --from runs/demo --budget 8xH100:24h --out plan.json",
+    "compress": "lmalloc compress --run runs/demo --deploy-memory 2MB",
+    "report": "lmalloc report --run runs/demo",
+    "status": "lmalloc status --run runs/demo",
+}
+
+
+def _plain_flags(params: list[Any]) -> None:
+    """Flags and counters take no value: show no ``<bool>``/``<int>`` hint that would fail
+    when typed (``-q <bool>``, ``-v <int>``). (Typer carries its own copy of click, hence
+    the duck typing.)"""
+    for p in params:
+        if getattr(p, "is_flag", False) or getattr(p, "count", False):
+            p.metavar = ""
 
 
 class _Group(TyperGroup):
-    """Keeps the words the user typed (``ctx.meta``) so the run log can record them."""
+    """Keeps the words the user typed (``ctx.meta``) so the run log can record them; gives each
+    command its example and plain flags in ``--help``."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _plain_flags(cmd.get_params(ctx))
+            if cmd_name in EXAMPLES and not cmd.epilog:
+                cmd.epilog = f"Example: {EXAMPLES[cmd_name]}"
+        return cmd
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _plain_flags(self.get_params(ctx))
+        super().format_help(ctx, formatter)
 
     def parse_args(  # type: ignore[override]
         self, ctx: typer.Context, args: list[str]
     ) -> list[str]:
         ctx.meta.setdefault("lmalloc.argv", list(args))
+        for raw in _run_values(args):
+            check_run_folder(raw)
         return super().parse_args(ctx, args)
+
+
+def _run_values(args: list[str]) -> list[str]:
+    """The raw ``--run`` values the user typed (before Typer turns "" into ".")."""
+    out = []
+    for i, a in enumerate(args):
+        if a == "--run" and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif a.startswith("--run="):
+            out.append(a.removeprefix("--run="))
+    return out
 
 
 app = typer.Typer(

@@ -10,16 +10,30 @@ import typer
 from lmalloc.cli.app import app
 from lmalloc.cli.logs import attach_run_log
 from lmalloc.cli.output import JsonFlag, console, emit
+from lmalloc.errors import UserError
 
-RunArg = Annotated[Path, typer.Argument(help="The run directory (what `lmalloc run --run` "
-                                        "wrote); finished or not.")]
+RunArg = Annotated[Path | None, typer.Argument(help="The run directory (what `lmalloc run "
+                                               "--run` wrote); finished or not.")]
+RunOpt = Annotated[Path | None, typer.Option("--run", help="The same, as an option (like "
+                                             "every other command).")]
+
+
+def _one_run(run: Path | None, run_opt: Path | None) -> Path:
+    """The run folder, given as the argument or as ``--run`` (one of them, once)."""
+    if run is not None and run_opt is not None and run != run_opt:
+        raise UserError(f"two run folders given ({run} and --run {run_opt}): give one")
+    chosen = run if run is not None else run_opt
+    if chosen is None:
+        raise UserError("give the run folder: --run runs/NAME (or as the argument)")
+    return chosen
 
 
 @app.command()
-def report(run: RunArg, as_json: JsonFlag = False) -> None:
+def report(run: RunArg = None, run_opt: RunOpt = None, as_json: JsonFlag = False) -> None:
     """Write RUN/report.html (figures embedded; opens from disk) and RUN/plots/."""
     from lmalloc.report.build import build_report_detailed
 
+    run = _one_run(run, run_opt)
     attach_run_log(run)
     path, plots = build_report_detailed(run)
     result = {"report": str(path),
@@ -35,11 +49,11 @@ def _render_report(r: dict[str, Any]) -> None:
 
 
 @app.command()
-def status(run: RunArg, as_json: JsonFlag = False) -> None:
+def status(run: RunArg = None, run_opt: RunOpt = None, as_json: JsonFlag = False) -> None:
     """Stages (done / running / not run), budget spent and left, best trial, the plan."""
     from lmalloc.report.artifacts import run_status
 
-    emit(run_status(run), as_json, _render_status)
+    emit(run_status(_one_run(run, run_opt)), as_json, _render_status)
 
 
 def _render_status(s: dict[str, Any]) -> None:

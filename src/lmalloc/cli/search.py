@@ -16,9 +16,9 @@ from lmalloc.cli.output import JsonFlag, console, emit, err_console, show_progre
 def search(
     run: Annotated[Path, typer.Option("--run", help="The run directory (runs/NAME).")],
     space: Annotated[Path | None, typer.Option(help="Search space TOML "
-                                               "(default configs/space_tiny.toml).")] = None,
-    strategy: Annotated[str, typer.Option(help="grid|random|tpe|gp|cmaes|nsga2|qmc|pg|dqn|"
-                                          "bandit|auto")] = "auto",
+                                               "(default: the packaged space_tiny.toml).")] = None,
+    strategy: Annotated[str, typer.Option(help="grid, random, tpe, gp, cmaes, nsga2, "
+                                          "qmc, pg, dqn, bandit or auto.")] = "auto",
     budget: Annotated[str | None, typer.Option(help="Stop when spent: '10m', '1e15flops', "
                                                "'10m,mem=4GB'.")] = None,
     trials: Annotated[int | None, typer.Option(help="Stop after this many finished "
@@ -35,12 +35,12 @@ def search(
     max_retry: Annotated[int, typer.Option(help="Times a trial whose worker died is run "
                                            "again.")] = 2,
     recipe: Annotated[Path | None, typer.Option(help="Base recipe every trial starts from "
-                                                "(default configs/tiny.toml).")] = None,
+                                                "(default: the packaged tiny.toml).")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default "
                                                 "sqlite in the run).")] = None,
-    pruner: Annotated[str, typer.Option(help="asha|hyperband|median|none")] = "asha",
+    pruner: Annotated[str, typer.Option(help="asha, hyperband, median or none.")] = "asha",
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
-    second_objective: Annotated[str | None, typer.Option(help="flops|memory|params: "
+    second_objective: Annotated[str | None, typer.Option(help="flops, memory or params: a "
                                                          "Pareto search (pruned at rungs by "
                                                          "dominance unless --pruner "
                                                          "none).")] = None,

@@ -412,8 +412,10 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
     return {"study": study.study_name, "counts": counts, "best": best, "trials": rows}
 
 
-DEFAULT_SPACE = Path("configs/space_tiny.toml")
-DEFAULT_RECIPE = Path("configs/tiny.toml")
+# shipped in the package (configs/ at the repository root links to them), so the defaults
+# resolve wherever the command runs
+DEFAULT_SPACE = Path(__file__).resolve().parents[1] / "configs" / "space_tiny.toml"
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "tiny.toml"
 
 
 def build_settings(
