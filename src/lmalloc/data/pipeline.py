@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -48,6 +49,8 @@ from lmalloc.errors import UserError
 from lmalloc.rundir import atomic_dir, read_json, sha256_file
 
 ENCODE_BATCH_CHARS = 2_000_000  # at most this much text per encode_batch call
+
+log = logging.getLogger(__name__)
 
 
 def prepare(
@@ -71,15 +74,23 @@ def prepare(
     key = content_key(files, cfg)
     old = _reusable(out, key)
     if old is not None:
+        _warn(old.get("warnings", []))
         return {**old, "reused": True, "seconds": time.perf_counter() - t0}
     with atomic_dir(out) as tmp:
         meta = _build(files, tmp, cfg, progress)
+        meta["warnings"] = _check_built(meta)  # a refusal leaves nothing behind
         meta.update(content_key=key, key_basis="config + lmalloc version + path/size/mtime "
                     "of each source file", sources={"builtin": builtin, "files": len(files),
                                                     "first": [str(f) for f in files[:5]]})
         write_data_json(tmp, meta)
+    _warn(meta["warnings"])
     return {"format_version": FORMAT_VERSION, **meta, "reused": False,
             "seconds": time.perf_counter() - t0}
+
+
+def _warn(messages: list[str]) -> None:
+    for m in messages:
+        log.warning(m)
 
 
 def content_key(files: Sequence[Path], cfg: PrepareConfig) -> str:
@@ -183,13 +194,48 @@ def _check_scan(stats: SourceStats, removed: dict[str, int], kept: int, cfg: Pre
                         "to read as text")
     if stats.documents == 0:
         raise UserError(f"empty corpus: the {stats.files} source file(s) hold no documents")
+    if stats.documents == 1 and kept == 1:
+        raise UserError(
+            f"too few documents: the {stats.files} source file(s) ({stats.bytes:,} bytes) hold "
+            f"{stats.documents} document (each text file is one document, each JSONL line or "
+            "parquet row one); at least 2 are needed, one goes to validation: split the text "
+            "into several files"
+        )
     if kept < 2:
         what = ", ".join(f"{k}: {v}" for k, v in removed.items() if v) or "nothing"
         raise UserError(
-            f"empty corpus after filtering: {kept} of {stats.documents} documents kept, at "
-            f"least 2 are needed (one for validation); removed by filter: {what}. Loosen "
+            f"{'empty corpus' if kept == 0 else 'too few documents'} after filtering: {kept} of "
+            f"{stats.documents} documents kept, "
+            f"at least 2 are needed (one for validation); removed by filter: {what}. Loosen "
             "those filters (e.g. --min-chars) or add text"
         )
+
+
+# Fewer training tokens than this cannot train anything (4 sequences of the tiny recipe).
+MIN_TRAIN_TOKENS = 256
+# A filter that drops more than this share of the documents is worth a warning.
+DROP_WARN_FRACTION = 0.25
+
+
+def _check_built(meta: dict[str, Any]) -> list[str]:
+    """Refuse a result that cannot train; the warnings (with counts) for surprising ones."""
+    c, train = meta["counts"], meta["splits"]["train"]["tokens"]
+    if train < MIN_TRAIN_TOKENS:
+        raise UserError(
+            f"only {train:,} training tokens ({c['documents_kept']} documents, {c['bytes']:,} "
+            f"bytes read): at least {MIN_TRAIN_TOKENS} are needed to train anything; add text"
+        )
+    out = []
+    if c["invalid_utf8"]:
+        out.append(f"{c['invalid_utf8']:,} invalid UTF-8 sequences in the sources were replaced "
+                   "with U+FFFD: is the corpus in another encoding (e.g. Latin-1)? Convert it "
+                   "first (iconv -f latin1 -t utf-8)")
+    dropped = c["documents"] - c["documents_kept"]
+    if c["documents"] and dropped > DROP_WARN_FRACTION * c["documents"]:
+        why = ", ".join(f"{k} {v:,}" for k, v in meta["removed"].items() if v)
+        out.append(f"cleaning and deduplication removed {dropped:,} of {c['documents']:,} "
+                   f"documents ({dropped / c['documents']:.0%}): {why}")
+    return out
 
 
 def _choose_val(scores: list[float], frac: float) -> set[int]:
