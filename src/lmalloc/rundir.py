@@ -414,6 +414,19 @@ class RunDir:
                 "truncated or altered. Delete it and rerun the stage that writes it."
             )
 
+    def record_failure(self, command: str, error: BaseException | None) -> None:
+        """Record how the last ``command`` ended: ``error`` (so that ``lmalloc status`` says
+        the run failed, and why, instead of "running") or, with None, success (cleared)."""
+        if error is None:
+            if self.manifest().get("last_failure"):
+                self.update_manifest(last_failure=None)
+            return
+        what = ("interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt)
+                else f"{type(error).__name__}: {error}")
+        self.update_manifest(last_failure={"command": command, "error": what,
+                                           "at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                               time.gmtime())})
+
     def charge(self, stage: str, flops: float, seconds: float, **extra: Any) -> None:
         """Add what a stage spent to the ledger (measured FLOPs and wall seconds)."""
         with self._locked():

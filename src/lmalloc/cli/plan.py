@@ -3,6 +3,7 @@ planned from a finished exploration)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from lmalloc.cli.app import app
 from lmalloc.cli.logs import adopt_optuna, attach_run_log
 from lmalloc.cli.output import JsonFlag, console, emit, say, show_progress
 from lmalloc.cli.train import NprocOption, ParallelOption
+from lmalloc.rundir import RunDir
 
 
 @app.command(name="run")
@@ -48,38 +50,50 @@ def run_(
                       hardware=hardware, seed=seed, vocab_size=vocab_size)
     attach_run_log(run, create=True)
     adopt_optuna()
-    result = run_pipeline(run, opts, say=lambda m: say(m, show=not as_json),
-                          progress=show_progress(as_json), nproc=nproc, parallel=parallel)
+    rd = RunDir(run)
+    try:
+        result = run_pipeline(run, opts, say=lambda m: say(m, show=not as_json),
+                              progress=show_progress(as_json), nproc=nproc, parallel=parallel)
+    except BaseException as e:  # recorded for `lmalloc status`, then raised unchanged
+        if isinstance(e, Exception | KeyboardInterrupt):
+            with contextlib.suppress(Exception):
+                rd.record_failure("run", e)
+        raise
+    rd.record_failure("run", None)
     emit(result, as_json, _render_summary)
 
 
 def _render_summary(s: dict[str, Any]) -> None:
+    from lmalloc.report.artifacts import PIPELINE_STAGES
+    from lmalloc.report.words import BPB_UNIT, LOSS_UNIT, vs_interval
+
     a, p, got = s["allocation"], s["predicted"], s["achieved"]
     m = a["model"]
     console.print(f"[bold]allocation[/]: {a['N']:,} parameters ({m['n_layer']} layers × "
                   f"{m['d_model']}), {a['D']:,} tokens, lr {a['lr']:.3g}, batch "
                   f"{a['batch_tokens']} tokens")
     pl = p["loss"]
-    inside = "inside" if s["within_interval"] else "OUTSIDE"
-    console.print(f"[bold]predicted[/] val loss {pl['value']:.4f} [{pl['low']:.4f}, "
-                  f"{pl['high']:.4f}]; [bold]achieved[/] {got['val_loss']:.4f} ({inside} the "
-                  f"interval); {got['eval_bpb']:.4f} bits/byte on the whole val split")
+    console.print(f"[bold]predicted[/] val loss {pl['value']:.4f} {LOSS_UNIT} [{pl['low']:.4f}, "
+                  f"{pl['high']:.4f}]; [bold]achieved[/] {got['val_loss']:.4f} {LOSS_UNIT} "
+                  f"({vs_interval(got['val_loss'], pl['low'], pl['high'])}); "
+                  f"{got['eval_bpb']:.4f} {BPB_UNIT} on the whole val split")
     d = s.get("deploy")
     if d:
         dl, got = d["predicted"]["loss"], d["achieved"]
-        where = "inside" if d["within_interval"] else "OUTSIDE"
+        where = vs_interval(got["loss"], dl["low"], dl["high"])
         lo, hi = (math.nan if v is None else v for v in (dl["low"], dl["high"]))
         console.print(f"[bold]deployed[/] in {got['size_bytes']:,} of {d['limit_bytes']:,.0f} "
                       f"bytes (planned {d['planned_bits'] or 'float'} bits): predicted loss "
-                      f"{dl['value']:.4f} [{lo:.4f}, {hi:.4f}], achieved {got['loss']:.4f} "
-                      f"({where} the interval)")
+                      f"{dl['value']:.4f} {LOSS_UNIT} [{lo:.4f}, {hi:.4f}], achieved "
+                      f"{got['loss']:.4f} {LOSS_UNIT} ({where})")
     unit = s["budget"]["unit"]
     total = s["budget"]["total"]
     console.print(f"[bold]budget[/] {s['budget']['text']}: spent "
                   f"{s['spent'][unit]:.4g} of {total:.4g} {unit}")
     for w in s.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
-    for stage, v in s["by_stage"].items():
+    order = {name: i for i, name in enumerate(PIPELINE_STAGES)}
+    for stage, v in sorted(s["by_stage"].items(), key=lambda kv: order.get(kv[0], len(order))):
         console.print(f"  {stage:<8} {v['seconds']:8.1f} s  {v['flops']:.3g} FLOPs")
 
 

@@ -59,10 +59,12 @@ def status(run: RunArg = None, run_opt: RunOpt = None, as_json: JsonFlag = False
 def _render_status(s: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from lmalloc.report.words import BPB_UNIT, LOSS_UNIT
+
     table = Table(title=f"run {s['run']}")
     for col in ("stage", "state", "seconds", "FLOPs"):
         table.add_column(col, justify="right" if col in ("seconds", "FLOPs") else "left")
-    style = {"done": "green", "running": "yellow", "not run": "dim"}
+    style = {"done": "green", "running": "yellow", "not run": "dim", "failed": "red"}
     for row in s["stages"]:
         table.add_row(row["stage"], f"[{style[row['state']]}]{row['state']}[/]",
                       f"{row['seconds']:.1f}", f"{row['flops']:.3g}")
@@ -73,10 +75,15 @@ def _render_status(s: dict[str, Any]) -> None:
                       f"{b['unit']} ({b['spent'] / b['total']:.0%}), left {b['left']:.4g}")
     if s["best_trial"]:
         t = s["best_trial"]
-        console.print(f"[bold]best trial[/] #{t['number']}: {t['value']:.4g} with {t['params']}")
+        console.print(f"[bold]best trial[/] #{t['number']}: {t['value']:.4g} {BPB_UNIT} with "
+                      f"{t['params']}")
     if s["plan"]:
         p = s["plan"]
         console.print(f"[bold]plan[/] {p['N']:,} parameters, {p['D']:,} tokens; predicted loss "
-                      f"{p['loss']['value']:.4f} [{p['loss']['low']:.4f}, "
+                      f"{p['loss']['value']:.4f} {LOSS_UNIT} [{p['loss']['low']:.4f}, "
                       f"{p['loss']['high']:.4f}]")
+    if s.get("failure"):
+        f = s["failure"]
+        console.print(f"[bold red]failed[/] the last `lmalloc {f['command']}` ({f['at']}): "
+                      f"{f['error']}")
     console.print(f"[bold]summary[/] {s['summary']}")

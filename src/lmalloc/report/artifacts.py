@@ -41,6 +41,7 @@ from lmalloc.rundir import MANIFEST, RunDir, read_json
 
 LADDER_COLUMNS = ("N", "D", "C", "loss")
 STATE_DONE, STATE_RUNNING, STATE_NOT_RUN = "done", "running", "not run"
+STATE_FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,12 @@ class RunArtifacts:
 
     def stage_state(self, stage: str) -> str:
         """"done" when recorded in the manifest; "running" when it charged the ledger but did
-        not finish (running now, or interrupted: a rerun resumes it); else "not run"."""
+        not finish (running now, or interrupted: a rerun resumes it), "failed" instead when the
+        last command recorded a failure; else "not run"."""
         if stage in self.stages:
             return STATE_DONE
         if any(r.get("stage") == stage for r in self.ledger):
-            return STATE_RUNNING
+            return STATE_FAILED if self.manifest.get("last_failure") else STATE_RUNNING
         return STATE_NOT_RUN
 
     def budget(self) -> dict[str, Any] | None:
@@ -286,4 +288,5 @@ def run_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         plan = {"N": p["N"], "D": p["D"], "flops": p.get("flops"), "loss": p["loss"],
                 "bpb": p.get("bpb"), "seconds": p.get("seconds"), "model": art.plan["model"]}
     return {"run": str(art.root), "stages": stages, "budget": art.budget(),
-            "best_trial": best_trial, "plan": plan, "summary": summary_text(art)}
+            "best_trial": best_trial, "plan": plan, "summary": summary_text(art),
+            "failure": art.manifest.get("last_failure")}

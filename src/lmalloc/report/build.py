@@ -25,6 +25,7 @@ from lmalloc.report.plots import (
     make_plots,
     read_studies,
 )
+from lmalloc.report.words import LOSS_UNIT, vs_interval
 
 NOT_RUN = "not run yet"
 
@@ -86,10 +87,14 @@ def hardware_text(art: RunArtifacts) -> str:
 
 def summary_text(art: RunArtifacts) -> str:
     """The sentence a manager reads: what is trained, how long, what was predicted and got."""
+    failure = art.manifest.get("last_failure")
+    failed = (f"The last `lmalloc {failure['command']}` failed ({failure['error']}); rerun it "
+              "to resume. " if failure else "")
     if art.plan is None:
         done = [s for s in art.stages if s != "summary"]
         last = f"; finished so far: {', '.join(done)}" if done else ""
-        return (f"No plan yet: the run is exploring (model, data and budget not chosen yet)"
+        state = "stopped before a plan" if failure else "the run is exploring"
+        return (f"{failed}No plan yet: {state} (model, data and budget not chosen yet)"
                 f"{last}. Budget: {_budget_text(art)}.")
     p = art.plan["predicted"]
     loss = p["loss"]
@@ -98,18 +103,17 @@ def summary_text(art: RunArtifacts) -> str:
     when = "took" if train else "planned at"
     text = (f"Train a {_count(float(p['N']))}-parameter model on {_count(float(p['D']))} tokens: "
             f"{when} {_duration(secs)} on {hardware_text(art)}; predicted validation loss "
-            f"{loss['value']:.2f} ({loss.get('level', 0.9):.0%} interval {loss['low']:.2f}–"
-            f"{loss['high']:.2f}); ")
+            f"{loss['value']:.2f} {LOSS_UNIT} ({loss.get('level', 0.9):.0%} interval "
+            f"{loss['low']:.2f}–{loss['high']:.2f}); ")
     if train is None:
         text += "not trained yet."
     elif train.get("val_loss") is None:
         text += f"final run ended {train.get('status', '?')} with no validation loss."
     else:
         got = float(train["val_loss"])
-        inside = loss["low"] <= got <= loss["high"]
-        text += (f"achieved {got:.2f} ({'inside' if inside else 'OUTSIDE'} the interval"
+        text += (f"achieved {got:.2f} {LOSS_UNIT} ({vs_interval(got, loss['low'], loss['high'])}"
                  f"{'' if train.get('status') == 'completed' else ', ' + str(train['status'])}).")
-    return f"{text} Budget: {_budget_text(art)}."
+    return f"{failed}{text} Budget: {_budget_text(art)}."
 
 
 def _budget_text(art: RunArtifacts) -> str:

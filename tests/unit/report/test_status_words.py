@@ -1,0 +1,61 @@
+"""The summary and ``lmalloc status`` say results plainly: on which side of its interval a loss
+fell, every loss with its unit, stage times in pipeline order, and "failed" after a failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from lmalloc.cli import register
+from lmalloc.errors import UserError
+from lmalloc.report.artifacts import PIPELINE_STAGES, run_status
+from lmalloc.report.words import vs_interval
+from lmalloc.rundir import RunDir
+
+app = register()
+
+
+def test_outside_the_interval_says_the_direction() -> None:
+    assert vs_interval(6.49, 5.9, 6.18) == ("OUTSIDE the interval: 0.31 above its upper end "
+                                            "(worse than predicted)")
+    assert vs_interval(5.5, 5.9, 6.18).startswith("OUTSIDE the interval: 0.40 below its lower")
+    assert "better than predicted" in vs_interval(5.5, 5.9, 6.18)
+    assert vs_interval(6.0, 5.9, 6.18) == "inside the interval"
+    assert vs_interval(9.0, 5.9, None) == "inside the interval"  # no upper end known
+
+
+def test_status_after_a_failed_run_says_failed(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.record_stage("prepare")
+    run.charge("search", flops=1e9, seconds=3.0)  # the stage that was under way
+    run.record_failure("run", UserError("budget too small: 190 s given, 242 s needed"))
+    s = run_status(run.root)
+    states = {row["stage"]: row["state"] for row in s["stages"]}
+    assert states["prepare"] == "done" and states["search"] == "failed"
+    assert "exploring" not in s["summary"]
+    assert "The last `lmalloc run` failed (UserError: budget too small" in s["summary"]
+    # a later success clears it: the same charged stage is "running" again until it finishes
+    run.record_failure("run", None)
+    s = run_status(run.root)
+    assert s["failure"] is None and "failed" not in s["summary"]
+    assert {r["stage"]: r["state"] for r in s["stages"]}["search"] == "running"
+
+
+def test_a_run_with_a_typo_in_data_is_reported_failed(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    res = CliRunner().invoke(app, ["run", "--run", str(root), "--data",
+                                   str(tmp_path / "no-such-corpus"), "--budget", "2m"])
+    assert res.exit_code != 0, res.output
+    res = CliRunner().invoke(app, ["status", "--run", str(root), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert s["failure"]["command"] == "run" and "no-such-corpus" in s["failure"]["error"]
+    res = CliRunner().invoke(app, ["status", "--run", str(root)], env={"COLUMNS": "200"})
+    assert "failed" in res.output and "exploring" not in res.output
+
+
+def test_stage_order_is_the_pipeline_order() -> None:
+    assert PIPELINE_STAGES.index("prepare") < PIPELINE_STAGES.index("search") \
+        < PIPELINE_STAGES.index("train")
