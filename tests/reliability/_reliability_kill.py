@@ -41,8 +41,9 @@ def run_once(root: str, corpus: str) -> int:
 
     try:
         run_pipeline(root, options(Path(corpus)), say=_say)
-    except UserError as e:
+    except UserError as e:  # on stdout for the test, in the driver log for whoever reads it
         print(f"USERERROR {e}", flush=True)
+        print(f"run_pipeline ended with a UserError (exit 2): {e}", file=sys.stderr, flush=True)
         return 2
     except Exception:
         traceback.print_exc()

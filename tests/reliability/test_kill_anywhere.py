@@ -75,12 +75,15 @@ class _Server:
             [sys.executable, str(DRIVER), str(root), str(corpus)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         self.lines: queue.Queue[tuple[float, str]] = queue.Queue()
+        self.user_error = ""  # the last USERERROR line: what an "EXIT 2" was about
         threading.Thread(target=self._read, daemon=True).start()
         self.expect("READY", 300)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            if line.startswith("USERERROR"):
+                self.user_error = line.strip()
             self.lines.put((time.time(), line.strip()))
         self.lines.put((time.time(), "EOF"))
 
@@ -154,7 +157,7 @@ def _attempt(server: _Server, root: Path, rng: random.Random, quota: dict[str, i
             aimed = line.split()[1]
             break
         if line.startswith(("EXIT", "EOF")):
-            assert line == "EXIT 0", line
+            assert line == "EXIT 0", f"{line} {server.user_error}"
             return None
     t_stage = time.time()
     if aimed in PROGRESS:
@@ -171,7 +174,7 @@ def _attempt(server: _Server, root: Path, rng: random.Random, quota: dict[str, i
         except queue.Empty:
             break
         if line.startswith("EXIT"):
-            assert line == "EXIT 0", line
+            assert line == "EXIT 0", f"{line} {server.user_error}"
             return None
     os.kill(pid, signal.SIGKILL)
     code = server.expect("EXIT", 60)
@@ -199,7 +202,7 @@ def _wait_for_progress(server: _Server, root: Path, stage: str, more: int) -> bo
         except queue.Empty:
             continue
         if line.startswith("EXIT"):
-            assert line == "EXIT 0", line
+            assert line == "EXIT 0", f"{line} {server.user_error}"
             return False
         if line.startswith("STAGE"):  # the stage ended before the parts we waited for
             return True
@@ -239,7 +242,7 @@ def _kill_repeatedly(server: _Server, root: Path, seed: int) -> tuple[list[dict[
     server.send("fresh")  # the last attempt: a cold restart in a new interpreter
     server.expect("PID", 60)
     code = server.expect("EXIT", 600)
-    assert code == "EXIT 0", code
+    assert code == "EXIT 0", f"{code} {server.user_error}"
     return kills, finished_seen
 
 
