@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -127,7 +127,8 @@ def register() -> typer.Typer:
 
 
 def main() -> None:
-    """Entry point: user errors end with one clear paragraph and exit code 2."""
+    """Entry point: user errors end with one clear paragraph and exit code 2; Ctrl-C with 130
+    and a note that the rerun resumes."""
     register()
     try:
         app()
@@ -136,5 +137,27 @@ def main() -> None:
 
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except SystemExit as e:  # Typer turns Ctrl-C into exit 130
+        if e.code != 130:
+            raise
+        _interrupted()
     except KeyboardInterrupt:
-        sys.exit(130)
+        _interrupted()
+
+
+def _interrupted() -> NoReturn:
+    """Exit 130 at once. Not through the interpreter's shutdown: a search's trial thread may
+    still be inside torch, and tearing the interpreter down under it aborts the process
+    ("terminate called without an active exception", exit 134). What finished is on disk
+    (every artifact is written atomically; the study is a database), so nothing is lost."""
+    import logging
+    import os
+
+    from lmalloc.cli.output import err_console
+
+    err_console.print("interrupted: what finished is kept; rerun the same command to resume",
+                      highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(130)

@@ -64,7 +64,8 @@ def _render_status(s: dict[str, Any]) -> None:
     table = Table(title=f"run {s['run']}")
     for col in ("stage", "state", "seconds", "FLOPs"):
         table.add_column(col, justify="right" if col in ("seconds", "FLOPs") else "left")
-    style = {"done": "green", "running": "yellow", "not run": "dim", "failed": "red"}
+    style = {"done": "green", "running": "yellow", "not run": "dim", "failed": "red",
+             "interrupted": "red"}
     for row in s["stages"]:
         table.add_row(row["stage"], f"[{style[row['state']]}]{row['state']}[/]",
                       f"{row['seconds']:.1f}", f"{row['flops']:.3g}")

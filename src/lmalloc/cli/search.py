@@ -9,7 +9,7 @@ import typer
 
 from lmalloc.cli.app import app
 from lmalloc.cli.logs import adopt_optuna, attach_run_log
-from lmalloc.cli.output import JsonFlag, console, emit, err_console, show_progress
+from lmalloc.cli.output import JsonFlag, console, emit, err_console, say, show_progress
 
 
 @app.command()
@@ -62,11 +62,39 @@ def search(
                           second_objective=second_objective)
     s.backend, s.address, s.max_retry = backend, address, max_retry
     s.trial_cpus, s.trial_gpus = trial_cpus, trial_gpus
+    note = None if worker else _resume_note(s)
+    if note:
+        say(note, show=not as_json)
     live = _LiveTable() if show_progress(as_json) else None
     result = st.run_search(s, workers=workers, on_poll=live, join_existing=worker)
     if live is not None:
         live.stop()
     emit(result, as_json, _render)
+
+
+def _resume_note(s: Any) -> str | None:
+    """"resuming the study: ..." when the run's study already has trials (a rerun after a
+    kill or Ctrl-C), else None. Reads only: a missing study is not created here."""
+    from collections import Counter
+
+    import optuna
+
+    from lmalloc.search import study as st
+
+    url = st.storage_url(s.run_dir, s.storage)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    try:
+        study = optuna.load_study(study_name=s.study_name, storage=st.open_storage(url))
+    except KeyError:
+        return None
+    states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    if not states:
+        return None
+    left = states.get("RUNNING", 0)
+    return (f"resuming the study: {sum(states.values()) - left} trials finished"
+            + (f", {left} left running by an interrupted search (failed and retried)"
+               if left else ""))
 
 
 class _LiveTable:

@@ -41,7 +41,7 @@ from lmalloc.rundir import MANIFEST, RunDir, read_json
 
 LADDER_COLUMNS = ("N", "D", "C", "loss")
 STATE_DONE, STATE_RUNNING, STATE_NOT_RUN = "done", "running", "not run"
-STATE_FAILED = "failed"
+STATE_FAILED, STATE_INTERRUPTED = "failed", "interrupted"
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,11 @@ class RunArtifacts:
         if stage in self.stages:
             return STATE_DONE
         if any(r.get("stage") == stage for r in self.ledger):
-            return STATE_FAILED if self.manifest.get("last_failure") else STATE_RUNNING
+            failure = self.manifest.get("last_failure")
+            if not failure:
+                return STATE_RUNNING
+            return (STATE_INTERRUPTED if str(failure.get("error", "")).startswith("interrupted")
+                    else STATE_FAILED)
         return STATE_NOT_RUN
 
     def budget(self) -> dict[str, Any] | None:
