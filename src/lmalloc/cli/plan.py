@@ -40,12 +40,15 @@ def run_(
     as_json: JsonFlag = False,
 ) -> None:
     """Prepare, explore, fit, plan, train and evaluate under one budget (resumable)."""
+    from lmalloc.cost.budget import check_before_work
+    from lmalloc.plan.ladder import DEFAULT_MIN_PARAMS
     from lmalloc.run import RunOptions, run_pipeline
     from lmalloc.train.launch import check_parallel_request
 
     check_parallel_request(nproc, parallel)  # before any budget is spent
     if deploy_memory is not None:
         budget = f"{budget},deploy={deploy_memory}"
+    check_before_work(budget, hardware, min_deploy_bytes=DEFAULT_MIN_PARAMS * 2 / 8)
     opts = RunOptions(data=tuple(str(p) for p in data or ()), budget=budget,
                       hardware=hardware, seed=seed, vocab_size=vocab_size)
     attach_run_log(run, create=True)

@@ -247,3 +247,36 @@ def _canonical(terms: dict[str, str], prof: HardwareProfile) -> str:
         head = [f"{prof.count}x{prof.name}" + (":" + hw.partition(":")[2] if ":" in hw else "")]
     rest = [terms[k] for k in ("time", "flops", "money", "mem", "deploy") if k in terms]
     return ",".join([*head, *rest])
+
+
+def check_before_work(text: str, hardware: str | None, min_deploy_bytes: float) -> Budget:
+    """Everything a run's budget can be checked for before any work (prepare, profiling):
+    its grammar, a time or compute term, a money term's price, hardware named twice
+    differently, a deploy size no model fits. Returns the budget parsed for ``hardware``
+    (or this machine); the run parses it again for its measured profile."""
+    terms = _terms(text)
+    hw_term = terms.get("hardware")
+    if hw_term is not None and hardware is not None:
+        named, given = get_hardware(hw_term.partition(":")[0]), get_hardware(hardware)
+        if (named.name, named.count) != (given.name, given.count):
+            raise UserError(
+                f"the budget names {named.label} but --hardware is {given.label}: the plan "
+                f"would size a job for {named.label} and train it on {given.label}; give the "
+                f"hardware once (e.g. --budget 24h --hardware {named.label})")
+    if "money" in terms:
+        spec = hw_term.partition(":")[0] if hw_term else hardware
+        prof = get_hardware(spec) if spec is not None else default_hardware()
+        if prof.price_per_hour is None:
+            raise UserError(
+                f"a money budget ({terms['money']}) needs a price per device-hour and the "
+                f"hardware profile {prof.label} has none: give the budget as time or compute "
+                "instead (e.g. 2h or 1e15flops); `lmalloc estimate --price` converts money "
+                "to time")
+    b = parse_budget(text, hardware=hardware)
+    b.unit_total()  # neither time nor compute: a UserError
+    if b.deploy_bytes is not None and b.deploy_bytes < min_deploy_bytes:
+        raise UserError(
+            f"deploy memory {b.deploy_bytes:,.0f} bytes cannot hold any model: the smallest "
+            f"one lmalloc plans needs about {min_deploy_bytes:,.0f} bytes even at 2 bits; "
+            "give a larger size (e.g. deploy=2MB)")
+    return b
