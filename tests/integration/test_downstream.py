@@ -84,6 +84,10 @@ def test_generation_finetune_decodes_scores_and_resumes(tmp_path: Path) -> None:
     for m in dev.values():
         assert 0 <= m["bleu"] <= 100 and "nrefs:1" in m["signature"]
         assert 0 <= m["rouge1"] <= 1 and 0 <= m["rougeL"] <= 1
+    # the copy-the-source floor: here the target is the source, so copying is perfect (BLEU
+    # has no 4-grams to count in 3-word sentences: ROUGE says it)
+    copy = res["baseline"]["copy_source"]["dev"]
+    assert copy["rouge1"] == 1 and copy["rougeL"] == 1 and "nrefs:1" in copy["signature"]
     out = run / "finetune" / "copy" / "seed0"
     preds = json.loads((out / "predictions.json").read_text())["dev"]
     assert len(preds) == 6 and preds[0]["reference"] == task.splits["dev"][0].target

@@ -24,10 +24,18 @@ sys.path.insert(0, str(HERE.parent / "integration"))
 STAGE_LINE = re.compile(r"^\[bold\](\w+)\[/\]")
 
 
+def _line(text: str) -> None:
+    """One protocol line in one write(2): the fork server and its child share stdout, and
+    with PYTHONUNBUFFERED ``print`` writes the text and its newline separately, so the child's
+    STAGE line could land inside the parent's "PID n" line (seen on a busy machine)."""
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (text + "\n").encode())
+
+
 def _say(message: str) -> None:
     m = STAGE_LINE.match(message)
     if m:
-        print(f"STAGE {m.group(1)} {time.time():.4f}", flush=True)
+        _line(f"STAGE {m.group(1)} {time.time():.4f}")
 
 
 def run_once(root: str, corpus: str) -> int:
@@ -42,7 +50,7 @@ def run_once(root: str, corpus: str) -> int:
     try:
         run_pipeline(root, options(Path(corpus)), say=_say)
     except UserError as e:  # on stdout for the test, in the driver log for whoever reads it
-        print(f"USERERROR {e}", flush=True)
+        _line(f"USERERROR {e}")
         print(f"run_pipeline ended with a UserError (exit 2): {e}", file=sys.stderr, flush=True)
         return 2
     except Exception:
@@ -70,7 +78,7 @@ def _preload() -> None:
 
 def serve(root: str, corpus: str) -> None:
     _preload()
-    print("READY", flush=True)
+    _line("READY")
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "quit":
@@ -80,20 +88,17 @@ def serve(root: str, corpus: str) -> None:
             import subprocess
 
             proc = subprocess.Popen([sys.executable, __file__, "--once", root, corpus])
-            print(f"PID {proc.pid}", flush=True)
+            _line(f"PID {proc.pid}")
             code = proc.wait()
         else:
             pid = os.fork()
             if pid == 0:  # the child: one attempt at the run
                 os._exit(run_once(root, corpus))
-            # one write: the child may say its first stage at once, and print's text and
-            # newline are two writes under PYTHONUNBUFFERED ("PID 12STAGE split ...")
-            sys.stdout.write(f"PID {pid}\n")
-            sys.stdout.flush()
+            _line(f"PID {pid}")
             _, status = os.waitpid(pid, 0)
             code = (-os.WTERMSIG(status) if os.WIFSIGNALED(status)
                     else os.WEXITSTATUS(status))
-        print(f"EXIT {code}", flush=True)
+        _line(f"EXIT {code}")
 
 
 if __name__ == "__main__":

@@ -418,9 +418,11 @@ def _generation(ctx: _Run, task: Task, train: list[Example], evals: dict[str, li
     max_new = max(1, tc.seq_len // 2)
     metrics: dict[str, Any] = {}
     predictions: dict[str, Any] = {}
+    copy: dict[str, Any] = {}  # the floor: the source text itself as the "translation"
     for name, exs in evals.items():
         prompts = _ids(ctx.tokenizer, [task.prompt(ex) for ex in exs])
         refs = [str(ex.target) for ex in exs]
+        copy[name] = generation_metrics([ex.text for ex in exs], refs)
         hyps: dict[str, list[str]] = {"greedy": [], f"beam{beam}": []}
         for ids in prompts:
             ids = ids[-(ctx.cfg.seq_len - max_new):] or [ctx.eot_id]
@@ -433,7 +435,8 @@ def _generation(ctx: _Run, task: Task, train: list[Example], evals: dict[str, li
                               **{k: v[i] for k, v in hyps.items()}}
                              for i, (ex, r) in enumerate(zip(exs, refs, strict=True))]
     atomic_write_json(out / "predictions.json", predictions)
-    return {"metrics": metrics, "baseline": {}, "truncated_prompts": cut, "max_new": max_new,
+    return {"metrics": metrics, "baseline": {"copy_source": copy}, "truncated_prompts": cut,
+            "max_new": max_new,
             "beam": beam, "train_result": res}
 
 
