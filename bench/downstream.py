@@ -67,16 +67,17 @@ def prepare_data(data_root: Path, data_dir: Path) -> None:
     prepare([src], data_dir, cfg, progress=False)
 
 
-def pretrain(run_dir: Path, seed: int, steps: int = PRETRAIN_STEPS) -> dict[str, Any]:
+def pretrain(run_dir: Path, seed: int, steps: int = PRETRAIN_STEPS,
+             model: dict[str, int] = MODEL) -> dict[str, Any]:
     """A short LM pretraining of the tiny GPT into ``run_dir/final``."""
     from lmalloc.data.shards import TokenData
     from lmalloc.model.config import GPTConfig
     from lmalloc.train import TrainConfig, Trainer
 
     data = TokenData(run_dir / "data")
-    cfg = GPTConfig(vocab_size=data.vocab_size, **MODEL)
-    tc = TrainConfig(lr=3e-3, batch_tokens=16 * MODEL["seq_len"], micro_batch=16,
-                     seq_len=MODEL["seq_len"], max_steps=steps, warmup=0.1, eval_every=0,
+    cfg = GPTConfig(vocab_size=data.vocab_size, **model)
+    tc = TrainConfig(lr=3e-3, batch_tokens=16 * model["seq_len"], micro_batch=16,
+                     seq_len=model["seq_len"], max_steps=steps, warmup=0.1, eval_every=0,
                      eval_tokens=8192, seed=seed, device="cpu", compile=False, log_every=50)
     return Trainer(cfg, tc, data.dir, run_dir / "final", resume=False).fit().to_dict()
 
