@@ -67,7 +67,7 @@ def run_(
 
 
 def _render_summary(s: dict[str, Any]) -> None:
-    from lmalloc.report.artifacts import PIPELINE_STAGES
+    from lmalloc.layout import STAGES
     from lmalloc.report.words import BPB_UNIT, LOSS_UNIT, vs_interval
 
     a, p, got = s["allocation"], s["predicted"], s["achieved"]
@@ -95,7 +95,7 @@ def _render_summary(s: dict[str, Any]) -> None:
                   f"{s['spent'][unit]:.4g} of {total:.4g} {unit}")
     for w in s.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
-    order = {name: i for i, name in enumerate(PIPELINE_STAGES)}
+    order = {name: i for i, name in enumerate(STAGES)}
     for stage, v in sorted(s["by_stage"].items(), key=lambda kv: order.get(kv[0], len(order))):
         console.print(f"  {stage:<8} {v['seconds']:8.1f} s  {v['flops']:.3g} FLOPs")
 

@@ -4,7 +4,7 @@ directory (the stages themselves: :mod:`lmalloc.run.stages`).
 A rerun skips finished stages and resumes the interrupted one (the search from its study, the
 ladder run by run, the final run from its checkpoint), so a run killed at any point continues
 where it was. The options of a run are stored in the manifest: resuming with different ones
-is an error rather than a silent mix of two runs.
+is an error rather than a silent mix of two runs (unless nothing was trained yet).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ def run_pipeline(run_dir: str | Path, options: RunOptions | None = None,
     with run_lock(ctx.run.root), refused_writes(ctx.run.root):
         remove_stale_temps(ctx.run.root)
         check_options(ctx)
+        done = [stage.name for stage in REGISTRY if stage.is_done(ctx)]
+        if done:
+            say(f"resuming {ctx.run.root}: done earlier: {', '.join(done)}")
         for stage in REGISTRY:
             if stage.skip(ctx):
                 continue
@@ -49,17 +52,35 @@ def run_pipeline(run_dir: str | Path, options: RunOptions | None = None,
         return result
 
 
+# The stages that charge the ledger before any model is trained.
+BEFORE_TRAINING = frozenset({"prepare", "profile", "split"})
+
+
 def check_options(ctx: RunContext) -> None:
-    """Store the options of a new run; refuse to resume one with other options."""
-    saved = ctx.run.manifest().get("run_options")
-    mine = ctx.options.to_dict()
-    if saved is None:
-        ctx.run.update_manifest(run_options=mine)
-    elif saved != mine:
-        diff = [k for k in saved if saved.get(k) != mine.get(k)]
-        raise UserError(
-            f"{ctx.run.root} holds a run with other options ({', '.join(diff)}); "
-            "resume it with the same options or choose another --run directory")
+    """Store the options of a new run; refuse to resume one with other options. An attempt
+    that stopped before any training (a typo in --data, a budget too small) does not lock the
+    folder: the new options replace it and its stages run again (prepare reuses identical
+    data, the profile is kept when the hardware option did not change)."""
+    m = ctx.run.manifest()
+    saved, mine = m.get("run_options"), ctx.options.to_dict()
+    if saved is None or saved == mine:
+        if saved is None:
+            ctx.run.update_manifest(run_options=mine)
+        return
+    changed = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} → {mine.get(k)!r}"
+                        for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k))
+    trained = sorted({str(r.get("stage")) for r in m.get("ledger", [])} - BEFORE_TRAINING)
+    if not trained:
+        ctx.say(f"the earlier attempt in {ctx.run.root} stopped before any training: starting "
+                f"again with the new options ({changed})")
+        keep = {k: v for k, v in m.get("stages", {}).items()
+                if k == "profile" and saved.get("hardware") == mine.get("hardware")}
+        ctx.run.update_manifest(run_options=mine, stages=keep, budget_split=None)
+        return
+    raise UserError(
+        f"{ctx.run.root} holds a run with other options ({changed}) that has trained already "
+        f"({', '.join(trained)}): resume it with its own options, or start the new ones in "
+        "another folder (--run runs/NEW) or after deleting this one")
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lmalloc.errors import UserError
 from lmalloc.layout import (
     COMPRESSED_RESULT,
     DEPLOY_STAGES,
@@ -81,10 +82,19 @@ def profile(ctx: RunContext) -> None:
 
 
 def split(ctx: RunContext) -> None:
+    from lmalloc.plan.ladder import LadderBudgetError
     from lmalloc.plan.planner import cost_function, tokens_within
     from lmalloc.plan.split import choose_split_lowering_floor
 
     a, recipe = ctx.allowance, ctx.recipe
+    unit = "s" if a.unit == "seconds" else "FLOPs"
+    used = ", ".join(f"{st} {a.spent(st):.4g} {unit}" for st in ("prepare", "profile")
+                     if a.spent(st)) or "nothing"
+    if a.left() <= 0:  # a clear error naming what used the budget, not a negative budget
+        raise UserError(
+            f"the budget {a.text!r} ({a.total:.4g} {unit}) was used up before exploring "
+            f"({used}); give a larger budget"
+            + ("" if ctx.options.hardware else ", or --hardware NAME to skip profiling"))
     cost = ctx.cost()
     flops_cost = cost_function("flops", ctx.hardware, recipe)
 
@@ -98,10 +108,14 @@ def split(ctx: RunContext) -> None:
         cfg = shape_for(1e6, vocab_size=ctx.vocab, seq_len=recipe.seq_len)
         return flops_cost(cfg, tokens_within(cfg, amount, cost, recipe.batch_tokens))
 
-    chosen, floor = choose_split_lowering_floor(
-        a.left(), cost, final_flops, ctx.vocab, recipe.seq_len, recipe.batch_tokens,
-        min_params=recipe.min_params, halvings=LADDER_FLOOR_HALVINGS,
-        cooldown_frac=recipe.cooldown_frac)
+    try:
+        chosen, floor = choose_split_lowering_floor(
+            a.left(), cost, final_flops, ctx.vocab, recipe.seq_len, recipe.batch_tokens,
+            min_params=recipe.min_params, halvings=LADDER_FLOOR_HALVINGS,
+            cooldown_frac=recipe.cooldown_frac)
+    except LadderBudgetError as e:
+        raise UserError(f"{e} (amounts in {unit}: {a.left():.4g} of the {a.total:.4g} "
+                        f"budget were left after {used})") from None
     if floor < recipe.min_params:
         ctx.say(f"[yellow]warning:[/] on this machine the budget leaves no room for a "
                 f"ladder of models of >= {recipe.min_params:.3g} parameters; the "

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from lmalloc.cli import register
 from lmalloc.errors import UserError
-from lmalloc.report.artifacts import PIPELINE_STAGES, run_status
+from lmalloc.report.artifacts import run_status
 from lmalloc.report.words import vs_interval
 from lmalloc.rundir import RunDir
 
@@ -56,6 +56,21 @@ def test_a_run_with_a_typo_in_data_is_reported_failed(tmp_path: Path) -> None:
     assert "failed" in res.output and "exploring" not in res.output
 
 
-def test_stage_order_is_the_pipeline_order() -> None:
-    assert PIPELINE_STAGES.index("prepare") < PIPELINE_STAGES.index("search") \
-        < PIPELINE_STAGES.index("train")
+def test_run_printout_lists_stage_times_in_pipeline_order_with_units(capsys) -> None:
+    from lmalloc.cli.plan import _render_summary
+
+    s = {"allocation": {"N": 1_000_000, "D": 20_000_000, "lr": 3e-3, "batch_tokens": 4096,
+                        "model": {"n_layer": 4, "d_model": 128}},
+         "predicted": {"loss": {"value": 4.0, "low": 3.9, "high": 4.1}},
+         "achieved": {"val_loss": 4.3, "eval_bpb": 1.5}, "within_interval": False,
+         "budget": {"unit": "seconds", "total": 900.0, "text": "15m"},
+         "spent": {"seconds": 880.0},
+         "by_stage": {"train": {"seconds": 400.0, "flops": 1.0}, "prepare": {"seconds": 5.0,
+                      "flops": 0.0}, "search": {"seconds": 200.0, "flops": 1.0},
+                      "report": {"seconds": 3.0, "flops": 0.0}}}
+    _render_summary(s)
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.index("prepare ") < out.index("search ") < out.index("train ") \
+        < out.index("report ")
+    assert "4.3000 nats/token" in out and "1.5000 bits/byte" in out
+    assert "0.20 above its upper end (worse than predicted)" in out
