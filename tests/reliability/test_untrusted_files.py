@@ -152,10 +152,10 @@ def test_checkpoint_checksum_names_stay_in_the_folder(tmp_path, name):
     """state.json's sha256 map names files to hash: a device (which would hang the reader) or a
     path out of the folder is refused before anything is opened."""
     from lmalloc.rundir import verify_files
-    from lmalloc.train.checkpoint import STATE_FILE, save_checkpoint
+    from lmalloc.train.checkpoint import STATE_FILE, full_state, write_checkpoint
 
     model, opt = _tiny()
-    ckpt = save_checkpoint(tmp_path / "run" / "ckpt", model, opt, {"step": 1})
+    ckpt = write_checkpoint(tmp_path / "run" / "ckpt", *full_state(model, opt), {"step": 1})
     outside = tmp_path / "outside" / "file"
     outside.parent.mkdir()
     outside.write_text("secret")
