@@ -153,7 +153,7 @@ def run_nanogpt(n_layer: int, d: int, a: argparse.Namespace, data: Path) -> dict
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        float(loss)  # train.py reads the loss to log it
+        loss.item()  # train.py reads the loss to log it
         t1 = time.perf_counter()
         times.append(t1 - t0)
         t0 = t1
