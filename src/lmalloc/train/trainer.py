@@ -465,7 +465,8 @@ class Trainer:
         s = self.state
         row = {"step": self.step, "tokens": s["tokens"], "flops": s["flops"],
                "seconds": self.seconds(), "val_loss": res["loss"], "val_bpb": res["bpb"],
-               "val_perplexity": res["perplexity"], "val_tokens": res["tokens"]}
+               "val_perplexity": res["perplexity"], "val_tokens": res["tokens"],
+               "val_loss_se": res["loss_se"], "eval_seconds": time.perf_counter() - t0}
         s["last_eval_step"], s["last_eval"] = self.step, row
         return self._call_stoppable("on_eval", row)
 
