@@ -339,6 +339,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Run to a stop condition; returns how it ended (never raises for divergence/OOM)."""
         self._eval_s = self._save_s = 0.0
+        self._last_eval_full = True  # whether the latest evaluation read eval_tokens
         self._build()
         self._plan()
         self._write_config()
@@ -384,7 +385,7 @@ class Trainer:
             if diverged:
                 return "diverged", diverged
             if self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
-                code = self._evaluate()
+                code = self._evaluate(final=self.step == self.total_steps)
                 if code:
                     return code
             self._maybe_save()
@@ -449,13 +450,16 @@ class Trainer:
         self.state["min_loss"] = loss if lo is None else min(lo, loss)
         return None
 
-    def _evaluate(self) -> tuple[str, str] | None:
+    def _evaluate(self, final: bool = True) -> tuple[str, str] | None:
         # FSDP gathers weights in every forward, so all ranks must run the same batches: each
         # evaluates the whole (small, eval_tokens-capped) val sample rather than a share of it
         split_eval = self.parallel != "fsdp"
         t0 = time.perf_counter()
+        n = self.cfg.eval_tokens if final else (self.cfg.interim_eval_tokens
+                                                or self.cfg.eval_tokens)
+        self._last_eval_full = n == self.cfg.eval_tokens
         res = evaluate_lm(self.model, self.val, seq_len=self.cfg.seq_len,
-                          batch_size=self.micro, max_tokens=self.cfg.eval_tokens or None,
+                          batch_size=self.micro, max_tokens=n or None,
                           autocast_dtype=self.autocast_dtype,
                           rank=self.ctx.rank if split_eval else 0,
                           world_size=self.ctx.world_size if split_eval else 1)
@@ -496,7 +500,7 @@ class Trainer:
     def _finish(self, status: str, reason: str) -> TrainResult:
         s = self.state
         if status not in ("diverged", "oom"):
-            if s["last_eval_step"] != self.step and self.step > 0:
+            if (s["last_eval_step"] != self.step or not self._last_eval_full) and self.step > 0:
                 code = self._evaluate()  # a pruner may still stop here; the run is over anyway
                 if code and status == "completed":
                     status, reason = code
