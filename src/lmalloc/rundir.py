@@ -391,3 +391,23 @@ class RunDir:
             "flops": sum(r["flops"] for r in rows),
             "seconds": sum(r["seconds"] for r in rows),
         }
+
+
+# The parts a ledger row's ``seconds`` may be split into (rows of training stages carry them;
+# ``idle_seconds`` is a stage's wall time that none of its rows charged).
+LEDGER_PARTS = ("train_seconds", "eval_seconds", "checkpoint_seconds", "startup_seconds",
+                "idle_seconds")
+
+
+def ledger_by_stage(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """FLOPs, seconds and the parts of the seconds (:data:`LEDGER_PARTS`, where rows carry
+    them) per stage, in the order stages first charged the ledger."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        s = out.setdefault(str(r.get("stage")), {"flops": 0.0, "seconds": 0.0})
+        s["flops"] += float(r.get("flops", 0.0))
+        s["seconds"] += float(r.get("seconds", 0.0))
+        for part in LEDGER_PARTS:
+            if part in r:
+                s[part] = s.get(part, 0.0) + float(r[part])
+    return out
