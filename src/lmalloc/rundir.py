@@ -411,3 +411,15 @@ def ledger_by_stage(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             if part in r:
                 s[part] = s.get(part, 0.0) + float(r[part])
     return out
+
+
+def ledger_parts(result: dict[str, Any]) -> dict[str, float]:
+    """The ledger fields of a training result (``TrainResult.to_dict()``): ``seconds`` (all
+    of this session's, start-up included) and its parts; a result saved before the parts
+    existed charges its seconds as training."""
+    ev = float(result.get("session_eval_seconds", 0.0))
+    ck = float(result.get("session_checkpoint_seconds", 0.0))
+    up = float(result.get("startup_seconds", 0.0))
+    total = float(result.get("session_seconds", 0.0))
+    return {"seconds": total + up, "train_seconds": max(0.0, total - ev - ck),
+            "eval_seconds": ev, "checkpoint_seconds": ck, "startup_seconds": up}

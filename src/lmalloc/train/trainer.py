@@ -34,7 +34,7 @@ from torch import nn
 
 from lmalloc.data.shards import TokenData, TokenSource
 from lmalloc.errors import UserError
-from lmalloc.rundir import atomic_write_json, read_json
+from lmalloc.rundir import atomic_write_json, ledger_parts, read_json
 from lmalloc.train import checkpoint as ckpt
 from lmalloc.train.callbacks import Callback, MetricsFile, ProgressBar, StopTraining
 from lmalloc.train.config import TrainConfig, batch_layout
@@ -93,17 +93,6 @@ class TrainResult:
         included) and its parts ``train_seconds``, ``eval_seconds``, ``checkpoint_seconds``,
         ``startup_seconds``; pass to ``RunDir.charge(stage, flops, **result.ledger())``."""
         return ledger_parts(self.to_dict())
-
-
-def ledger_parts(result: dict[str, Any]) -> dict[str, float]:
-    """:meth:`TrainResult.ledger` of a result saved with ``to_dict`` (older results, without
-    the parts, charge their seconds as training)."""
-    ev = float(result.get("session_eval_seconds", 0.0))
-    ck = float(result.get("session_checkpoint_seconds", 0.0))
-    up = float(result.get("startup_seconds", 0.0))
-    total = float(result.get("session_seconds", 0.0))
-    return {"seconds": total + up, "train_seconds": max(0.0, total - ev - ck),
-            "eval_seconds": ev, "checkpoint_seconds": ck, "startup_seconds": up}
 
 
 def model_flops_per_token(model_cfg: Any, seq_len: int) -> float:
