@@ -278,7 +278,7 @@ def run_seed_repeat(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float, warm
                                 cooldown_frac=b.cooldown_tokens / b.tokens,
                                 seed=recipe.seed + 1)
     r = _trained(run.path("ladder/seed-repeat"), model, train, run.data,
-                 lambda res: run.charge("ladder", res["session_flops"], res["session_seconds"],
+                 lambda res: run.charge("ladder", res["session_flops"], **ledger_parts(res),
                                         part="seed-repeat", status=res["status"],
                                         predicted=cost(cfg, float(b.tokens))))
     return {"N": small.N, "D": b.tokens, "losses": [float(first[0]["loss"]),
