@@ -5,8 +5,13 @@ For each shape (layers, width) both peers train the same batch (``--micro-batch`
 Runs alternate (lmalloc, nanoGPT, lmalloc, ...) for ``--repeats`` rounds; each run discards
 ``--warmup`` steps and reports the median step rate; a peer's figure is the median over its
 runs (``*_best``: the best run, the one least disturbed when the machine is shared). We
-report tokens/s and achieved FLOP/s per peer, their ratios, and MFU against this machine's
-measured fp32 matmul peak.
+report tokens/s and achieved FLOP/s per peer, their ratios (of the medians, and the median of
+the per-round ratios, the figure least moved by load that changes between rounds), MFU
+against this machine's measured fp32 matmul peak, and the load average before and after.
+
+A step is timed from one step's end to the next in both peers: for lmalloc that is the whole
+loop of :class:`~lmalloc.train.Trainer` (data, forward, backward, clipping, optimizer,
+divergence check, the metrics row written to disk), not only the step's own timer.
 
 The architectures differ (ours: RMSNorm, RoPE, SwiGLU with d_ff ≈ 8/3·d, no biases; nanoGPT:
 LayerNorm, learned positions, GELU MLP 4·d, here with bias=False), so the parameter counts and
@@ -40,7 +45,7 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
-SHAPES = ((2, 128), (4, 256), (6, 384))
+SHAPES = ((2, 64), (3, 64), (2, 128), (4, 256), (6, 384))
 
 
 def matmul_peak(n: int = 1536, seconds: float = 3.0) -> float:
@@ -74,7 +79,14 @@ def make_data(root: Path, vocab: int) -> Path:
 def run_lmalloc(n_layer: int, d: int, a: argparse.Namespace, data: Path) -> dict[str, Any]:
     from lmalloc.model.accounting import param_count, train_flops_per_token
     from lmalloc.model.config import GPTConfig
-    from lmalloc.train import TrainConfig, Trainer, read_metrics
+    from lmalloc.train import Callback, TrainConfig, Trainer
+
+    class StepClock(Callback):  # wall time between consecutive steps' ends: the whole loop
+        def __init__(self) -> None:
+            self.stamps: list[float] = []
+
+        def on_step(self, trainer: Any, row: dict[str, Any]) -> None:
+            self.stamps.append(time.perf_counter())
 
     cfg = GPTConfig(
         vocab_size=a.vocab,
@@ -98,10 +110,11 @@ def run_lmalloc(n_layer: int, d: int, a: argparse.Namespace, data: Path) -> dict
         warmup=0.0,
         schedule="constant",
     )
+    clock = StepClock()
     with tempfile.TemporaryDirectory() as out:
-        Trainer(cfg, tc, data, out, resume=False).fit()
-        rows = [r for r in read_metrics(Path(out) / "metrics.jsonl") if r["kind"] == "train"]
-    rate = statistics.median(r["tokens_per_s"] for r in rows[a.warmup :])
+        Trainer(cfg, tc, data, out, resume=False, callbacks=[clock]).fit()
+    times = np.diff(clock.stamps)[a.warmup :]  # step k's time: end of k-1 to end of k
+    rate = a.micro_batch * a.seq_len / statistics.median(times)
     fpt = train_flops_per_token(cfg)
     return {
         "tokens_per_s": rate,
@@ -131,8 +144,8 @@ def run_nanogpt(n_layer: int, d: int, a: argparse.Namespace, data: Path) -> dict
         opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     split = TokenData(data).split("train")
     times = []
+    t0 = time.perf_counter()
     for step in range(a.warmup + a.steps):  # nanoGPT train.py's inner loop, one micro-step
-        t0 = time.perf_counter()
         x, y = split.window_batch(step, a.micro_batch, a.seq_len, seed=0)
         x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
         _, loss = model(x, y)
@@ -140,8 +153,11 @@ def run_nanogpt(n_layer: int, d: int, a: argparse.Namespace, data: Path) -> dict
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t0)
-    rate = a.micro_batch * a.seq_len / statistics.median(times[a.warmup :])
+        loss.item()  # train.py reads the loss to log it
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        t0 = t1
+    rate = a.micro_batch * a.seq_len / statistics.median(times[a.warmup + 1 :])  # as ours
     n = model.get_num_params()  # without position embeddings, lm_head (tied) included
     fpt = 6 * n + 12 * n_layer * a.seq_len * d
     return {
@@ -175,6 +191,11 @@ def bench_shape(
             "mfu": med["flops_per_s"] / peak,
         }
     if have_nano:
+        out["ratio_tokens_per_s_rounds"] = [
+            ours["tokens_per_s"] / theirs["tokens_per_s"]
+            for ours, theirs in zip(runs["lmalloc"], runs["nanogpt"], strict=True)]
+        out["ratio_tokens_per_s_median_of_rounds"] = statistics.median(
+            out["ratio_tokens_per_s_rounds"])
         out["ratio_tokens_per_s"] = out["lmalloc"]["tokens_per_s"] / out["nanogpt"]["tokens_per_s"]
         out["ratio_flops_per_s"] = out["lmalloc"]["flops_per_s"] / out["nanogpt"]["flops_per_s"]
         # On a shared machine the best run is the one least disturbed by other jobs.
@@ -201,6 +222,7 @@ def main() -> None:
     else:
         print(f"nanoGPT not found at {a.nanogpt_dir}: skipping that peer (set NANOGPT_DIR)")
     shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
+    load_before = os.getloadavg()
     peak = matmul_peak()
     print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,6 +241,8 @@ def main() -> None:
         "matmul_peak_flops": peak,
         "settings": {k: v for k, v in vars(a).items() if k != "out"},
         "note": "fp32 on CPU; the machine was shared with other jobs during the run",
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
         "shapes": results,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)

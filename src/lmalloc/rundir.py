@@ -443,3 +443,35 @@ class RunDir:
             "flops": sum(r["flops"] for r in rows),
             "seconds": sum(r["seconds"] for r in rows),
         }
+
+
+# The parts a ledger row's ``seconds`` may be split into (rows of training stages carry them;
+# ``idle_seconds`` is a stage's wall time that none of its rows charged).
+LEDGER_PARTS = ("train_seconds", "eval_seconds", "checkpoint_seconds", "startup_seconds",
+                "idle_seconds")
+
+
+def ledger_by_stage(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """FLOPs, seconds and the parts of the seconds (:data:`LEDGER_PARTS`, where rows carry
+    them) per stage, in the order stages first charged the ledger."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        s = out.setdefault(str(r.get("stage")), {"flops": 0.0, "seconds": 0.0})
+        s["flops"] += float(r.get("flops", 0.0))
+        s["seconds"] += float(r.get("seconds", 0.0))
+        for part in LEDGER_PARTS:
+            if part in r:
+                s[part] = s.get(part, 0.0) + float(r[part])
+    return out
+
+
+def ledger_parts(result: dict[str, Any]) -> dict[str, float]:
+    """The ledger fields of a training result (``TrainResult.to_dict()``): ``seconds`` (all
+    of this session's, start-up included) and its parts; a result saved before the parts
+    existed charges its seconds as training."""
+    ev = float(result.get("session_eval_seconds", 0.0))
+    ck = float(result.get("session_checkpoint_seconds", 0.0))
+    up = float(result.get("startup_seconds", 0.0))
+    total = float(result.get("session_seconds", 0.0))
+    return {"seconds": total + up, "train_seconds": max(0.0, total - ev - ck),
+            "eval_seconds": ev, "checkpoint_seconds": ck, "startup_seconds": up}

@@ -19,6 +19,19 @@ from lmalloc.run import run_pipeline
 from lmalloc.rundir import RunDir
 
 
+def test_summary_splits_each_training_stage_into_its_parts(finished_run: Path) -> None:
+    by = json.loads(RunDir(finished_run).path("summary.json").read_text())["by_stage"]
+    parts = ("train_seconds", "eval_seconds", "checkpoint_seconds", "startup_seconds")
+    for stage in ("search", "ladder", "train"):
+        s = by[stage]
+        assert all(s[p] >= 0 for p in parts) and s["train_seconds"] > 0, stage
+        assert s["eval_seconds"] > 0 and s["startup_seconds"] > 0, stage
+        # the parts and the idle remainder add up to what the stage charged
+        assert sum(s[p] for p in parts) + s.get("idle_seconds", 0.0) == pytest.approx(
+            s["seconds"]), stage
+    assert "train_seconds" not in by["prepare"]  # a stage that does not train: one figure
+
+
 def test_run_writes_every_stage_and_stays_in_budget(finished_run: Path) -> None:
     run = RunDir(finished_run)
     for name in ("data/data.json", "split.json", "search.json", "ladder.csv", "laws.json",

@@ -51,6 +51,32 @@ def test_tiny_run_writes_artifacts_and_learns(data: Path, tmp_path: Path) -> Non
     assert cfg["model"]["n_layer"] == 2 and cfg["train"]["max_steps"] == 30
 
 
+def test_result_splits_its_time_into_training_eval_checkpoints_and_startup(
+        data: Path, tmp_path: Path) -> None:
+    r = Trainer(tiny_model(), tiny_train(max_steps=6, eval_every=2, checkpoint_every=3), data,
+                tmp_path / "o").fit()
+    parts = r.ledger()
+    assert parts["eval_seconds"] == r.session_eval_seconds > 0  # three evaluations
+    assert parts["checkpoint_seconds"] == r.session_checkpoint_seconds > 0  # and three saves
+    assert parts["startup_seconds"] == r.startup_seconds > 0
+    assert parts["seconds"] == pytest.approx(r.session_seconds + r.startup_seconds)
+    assert parts["train_seconds"] > 0 and sum(
+        parts[k] for k in ("train_seconds", "eval_seconds", "checkpoint_seconds",
+                           "startup_seconds")) == pytest.approx(parts["seconds"])
+    assert r.session_eval_seconds + r.session_checkpoint_seconds < r.session_seconds
+
+
+def test_interim_evaluations_read_fewer_tokens_the_last_reads_eval_tokens(
+        data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    r = Trainer(tiny_model(), tiny_train(max_steps=6, eval_every=2, interim_eval_tokens=128),
+                data, out).fit()
+    evals = train_rows(out, "eval")
+    assert [(e["step"], e["val_tokens"]) for e in evals] == [(2, 128), (4, 128), (6, 512)]
+    assert r.val_loss == evals[-1]["val_loss"]
+    assert all(e["eval_seconds"] > 0 for e in evals)
+
+
 @pytest.mark.parametrize("limit,steps", [({"max_tokens": 1000}, 4), ({"max_steps": 3}, 3)])
 def test_token_and_step_limits(data: Path, tmp_path: Path, limit: dict[str, Any],
                                steps: int) -> None:

@@ -361,7 +361,7 @@ def _ledger_adds_up(root: Path) -> None:
         s["seconds"] += r["seconds"]
     for stage, totals in summary["by_stage"].items():
         assert by_stage[stage]["flops"] == pytest.approx(totals["flops"]), stage
-    trials = Counter(r["trial"] for r in ledger if r["stage"] == "search")
+    trials = Counter(r["trial"] for r in ledger if r["stage"] == "search" and "trial" in r)
     assert not [n for n, c in trials.items() if c > 1], f"trials charged twice: {trials}"
     rows = _study_rows(root)
     finished = [n for n, (s, _) in rows.items() if s in ("COMPLETE", "PRUNED")]

@@ -154,3 +154,19 @@ def test_ledger_adds_up_under_concurrent_writers(tmp_path: Path) -> None:
     assert run.spent() == {"flops": 100.0, "seconds": 50.0}
     assert run.spent("train") == {"flops": 0.0, "seconds": 0.0}
     assert len(json.loads(run.manifest_path.read_text())["ledger"]) == 100
+
+
+def test_ledger_by_stage_sums_seconds_and_their_parts() -> None:
+    from lmalloc.rundir import ledger_by_stage
+
+    rows = [{"stage": "prepare", "flops": 0.0, "seconds": 2.0},
+            {"stage": "search", "flops": 5.0, "seconds": 3.0, "train_seconds": 2.0,
+             "eval_seconds": 0.5, "startup_seconds": 0.5},
+            {"stage": "search", "flops": 1.0, "seconds": 1.5, "train_seconds": 1.0,
+             "eval_seconds": 0.5},
+            {"stage": "search", "flops": 0.0, "seconds": 0.25, "idle_seconds": 0.25}]
+    by = ledger_by_stage(rows)
+    assert list(by) == ["prepare", "search"]
+    assert by["prepare"] == {"flops": 0.0, "seconds": 2.0}
+    assert by["search"] == {"flops": 6.0, "seconds": 4.75, "train_seconds": 3.0,
+                            "eval_seconds": 1.0, "startup_seconds": 0.5, "idle_seconds": 0.25}

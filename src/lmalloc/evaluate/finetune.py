@@ -451,5 +451,5 @@ def _charge(run_dir: Path, task_name: str, res: Any) -> None:
 
     rd = RunDir(run_dir)
     if rd.manifest_path.exists():
-        rd.charge("finetune", flops=res.session_flops, seconds=res.session_seconds,
+        rd.charge("finetune", flops=res.session_flops, **res.ledger(),
                   task=task_name)

@@ -7,7 +7,7 @@ GPT-2 / nanoGPT (``transformer.h.{i}.attn.c_attn``) and the math follows Llama (
 
 Speed: one fused QKV matmul, one fused gate/up matmul, RoPE from precomputed cos/sin tables,
 ``scaled_dot_product_attention`` with ``is_causal=True`` (and native GQA), loss via one
-``cross_entropy`` over (B·T, V).
+``cross_entropy`` over (B·T, V) (on CPU training: fused with the output projection, chunked).
 
 Activation checkpointing (``model.activation_checkpointing = True``; the trainer sets it from
 ``TrainConfig.activation_checkpointing``): each block runs under non-reentrant
@@ -53,6 +53,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmalloc.model.config import GPTConfig
+from lmalloc.model.loss import LinearCrossEntropyCPU
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -371,12 +372,21 @@ class GPT(nn.Module):
         return out
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                cache: KVCache | None = None) -> tuple[Any, torch.Tensor | None]:
         """Logits (B, T, V) for token ids ``idx`` (B, T), and the mean cross entropy against
         ``targets`` (B, T) when given (ids < 0 are ignored). With ``cache``, ``idx`` continues
-        the sequence stored in it (positions ``cache.pos`` onwards) and is appended to it."""
+        the sequence stored in it (positions ``cache.pos`` onwards) and is appended to it.
+
+        Training on CPU in fp32 (targets given, autograd recording, no autocast) returns
+        ``(None, loss)``: the loss is computed chunk by chunk without materializing the logits
+        (see :class:`lmalloc.model.loss.LinearCrossEntropyCPU`); for logits, call without
+        targets or under ``torch.no_grad()``."""
         B, T = idx.shape
         x = self.hidden_states(idx, cache)  # (B, T, C)
+        if targets is not None and _cpu_train(x) and not torch.is_autocast_enabled("cpu"):
+            loss = LinearCrossEntropyCPU.apply(x.reshape(B * T, -1), self.lm_head.weight,
+                                                targets.reshape(B * T), self.logit_scale)
+            return None, loss
         logits = self.lm_head(x)  # (B, T, V)
         if self.logit_scale != 1.0:
             logits = logits * self.logit_scale

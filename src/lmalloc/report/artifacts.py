@@ -104,13 +104,10 @@ class RunArtifacts:
                 "seconds": sum(float(r.get("seconds", 0.0)) for r in rows)}
 
     def by_stage(self) -> dict[str, dict[str, float]]:
-        """FLOPs and seconds per stage, in the order stages first charged the ledger."""
-        out: dict[str, dict[str, float]] = {}
-        for r in self.ledger:
-            s = out.setdefault(str(r.get("stage")), {"flops": 0.0, "seconds": 0.0})
-            s["flops"] += float(r.get("flops", 0.0))
-            s["seconds"] += float(r.get("seconds", 0.0))
-        return out
+        """FLOPs, seconds and their parts per stage (:func:`lmalloc.rundir.ledger_by_stage`)."""
+        from lmalloc.rundir import ledger_by_stage
+
+        return ledger_by_stage(self.ledger)
 
     def stage_state(self, stage: str) -> str:
         """"done" when recorded in the manifest; "running" when it charged the ledger but did

@@ -26,6 +26,7 @@ from lmalloc.report.plots import (
     read_studies,
 )
 from lmalloc.report.words import LOSS_UNIT, vs_interval
+from lmalloc.rundir import LEDGER_PARTS
 
 NOT_RUN = "not run yet"
 
@@ -146,9 +147,13 @@ def _budget(sec: Section, art: RunArtifacts, plots: dict[str, Plot | None]) -> N
                     split["final"]]], caption="How the budget was split before exploring")
     by = art.by_stage()
     if by:
-        sec.table(["stage", "state", "FLOPs", "seconds"],
-                  [[s, art.stage_state(s), v["flops"], v["seconds"]] for s, v in by.items()],
-                  caption="The ledger: what each stage charged")
+        parts = [p for p in LEDGER_PARTS if any(p in v for v in by.values())]
+        sec.table(["stage", "state", "FLOPs", "seconds",
+                   *(p.replace("_seconds", " s") for p in parts)],
+                  [[s, art.stage_state(s), v["flops"], v["seconds"],
+                    *(v.get(p, "") for p in parts)] for s, v in by.items()],
+                  caption="The ledger: what each stage charged, and where its seconds went "
+                          "(training steps, evaluation, checkpoints, start-up, idle)")
     _figure(sec, plots["ledger"], "nothing charged to the ledger yet")
 
 

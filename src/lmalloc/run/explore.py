@@ -30,12 +30,18 @@ from typing import TYPE_CHECKING, Any
 from lmalloc.layout import LADDER_CSV
 from lmalloc.plan.ladder import MIN_SIZES, CostFn, Ladder, LadderRun
 from lmalloc.plan.recipe import Recipe
-from lmalloc.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
+from lmalloc.rundir import RunDir, atomic_write_json, atomic_write_text, ledger_parts, read_json
 
 if TYPE_CHECKING:
     from lmalloc.train.config import TrainConfig
 
 LADDER_COLUMNS = ("N", "D", "C", "loss", "bpb", "size", "branch", "status")
+# Val tokens of a trial's evaluations before its last (what the pruner compares). Trials are
+# evaluated on the same tokens, so what must be resolved is a paired difference: measured on
+# WikiText-2 at 2 x 64 (bench/eval_noise.py) its standard error at 4096 tokens is 0.009 nats
+# against 0.07 for either loss alone, below the 0.02-0.1 nats between learning rates the
+# pruner sees early; the last evaluation keeps recipe.eval_tokens for the final ranking.
+INTERIM_EVAL_TOKENS = 4096
 
 
 def search_space(lr: float) -> dict[str, Any]:
@@ -59,7 +65,8 @@ def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budg
     steps = max(1, trial_tokens // recipe.batch_tokens)
     # the schedule of the ladder and the final run (WSD), so the lr found is theirs
     base_train = recipe.train_config(
-        max_tokens=trial_tokens, eval_every=max(1, steps // recipe.evals_per_run)).to_dict()
+        max_tokens=trial_tokens, eval_every=max(1, steps // recipe.evals_per_run),
+        interim_eval_tokens=min(recipe.eval_tokens, INTERIM_EVAL_TOKENS)).to_dict()
     model = {k: v for k, v in proxy.items() if k != "vocab_size"}
     s = SearchSettings(
         run_dir=str(run.root), space=search_space(recipe.lr), base_model=model,
@@ -87,7 +94,9 @@ def _trained(out: Path, model: dict[str, Any], train: TrainConfig, data_dir: Pat
     done = out / "result.json"
     if done.exists():
         result: dict[str, Any] = read_json(done, "ladder result")
-        result["session_flops"] = result["session_seconds"] = 0.0  # charged when it ran
+        for key in ("session_flops", "session_seconds", "session_eval_seconds",
+                    "session_checkpoint_seconds", "startup_seconds"):
+            result[key] = 0.0  # charged when it ran
         charge(result)
         return result
     from lmalloc.model.config import GPTConfig
@@ -155,7 +164,7 @@ def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, recipe: Recipe,
                                  snapshot_tokens=snaps, eval_every=0, **cap)
 
     def charge(part: str, tokens: float) -> Callable[[dict[str, Any]], None]:
-        return lambda r: run.charge("ladder", r["session_flops"], r["session_seconds"], size=i,
+        return lambda r: run.charge("ladder", r["session_flops"], **ledger_parts(r), size=i,
                                     part=part, status=r["status"], predicted=cost(cfg, tokens))
 
     res = _trained(root / "stable", lr_run.model, stable, run.data,
@@ -269,7 +278,7 @@ def run_seed_repeat(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float, warm
                                 cooldown_frac=b.cooldown_tokens / b.tokens,
                                 seed=recipe.seed + 1)
     r = _trained(run.path("ladder/seed-repeat"), model, train, run.data,
-                 lambda res: run.charge("ladder", res["session_flops"], res["session_seconds"],
+                 lambda res: run.charge("ladder", res["session_flops"], **ledger_parts(res),
                                         part="seed-repeat", status=res["status"],
                                         predicted=cost(cfg, float(b.tokens))))
     return {"N": small.N, "D": b.tokens, "losses": [float(first[0]["loss"]),

@@ -45,9 +45,15 @@ def run_pipeline(run_dir: str | Path, options: RunOptions | None = None,
                 continue
             say(f"[bold]{stage.name}[/]{stage.title}")
             t = time.perf_counter()
+            charged = ctx.run.spent(stage.name)["seconds"]
             stage.run(ctx)
+            wall = time.perf_counter() - t
             if not stage.charges_itself:
-                ctx.run.charge(stage.name, 0.0, time.perf_counter() - t)
+                ctx.run.charge(stage.name, 0.0, wall)
+            else:  # what none of the stage's rows charged: scheduling, Optuna, the ledger
+                idle = wall - (ctx.run.spent(stage.name)["seconds"] - charged)
+                if idle > 0:
+                    ctx.run.charge(stage.name, 0.0, idle, part="idle", idle_seconds=idle)
         result: dict[str, Any] = read_json(ctx.run.path(SUMMARY_JSON), "run summary")
         return result
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from lmalloc.layout import COMPRESSED_RESULT, EVAL_JSON, PLAN_JSON, SUMMARY_JSON
 from lmalloc.run.context import RunContext
-from lmalloc.rundir import atomic_write_json, read_json
+from lmalloc.rundir import atomic_write_json, ledger_by_stage, read_json
 from lmalloc.scaling.degeneracy import EXPONENT_RANGE
 
 
@@ -65,11 +65,7 @@ def write_summary(ctx: RunContext) -> None:
     pred = plan["predicted"]
     lo, hi = pred["loss"]["low"], pred["loss"]["high"]
     achieved = final.get("val_loss")
-    by_stage: dict[str, dict[str, float]] = {}
-    for row in m.get("ledger", []):
-        s = by_stage.setdefault(row["stage"], {"flops": 0.0, "seconds": 0.0})
-        s["flops"] += row["flops"]
-        s["seconds"] += row["seconds"]
+    by_stage = ledger_by_stage(m.get("ledger", []))
     a = ctx.allowance
     summary = {
         "allocation": {"N": pred["N"], "D": pred["D"], "model": plan["model"],

@@ -308,7 +308,7 @@ class TrialObjective:
             status = "no_value" if value is None else "diverged"
             reason = (f"{'non-finite ' if value is not None else ''}{self.metric} = {value} "
                       f"after {result.steps} steps ({result.reason})")
-        self.run.charge(self.stage, result.session_flops, result.session_seconds,
+        self.run.charge(self.stage, result.session_flops, **result.ledger(),
                         trial=trial.number, status=status)
         for key in ("tokens", "flops", "seconds", "val_loss", "val_bpb"):
             trial.set_user_attr(key, getattr(result, key))

@@ -123,8 +123,7 @@ def train_run(run_dir: str | Path, recipe: str | Path | None = None, *,
                       parallel=choice.parallel if world > 1 else "ddp")
     result = trainer.fit()
     if trainer.ctx.is_main:
-        run.charge("train", result.session_flops, result.session_seconds,
-                   status=result.status)
+        run.charge("train", result.session_flops, **result.ledger(), status=result.status)
         run.record_stage("train", settings=source, status=result.status,
                          reason=result.reason, out="final", steps=result.steps,
                          tokens=result.tokens, val_loss=result.val_loss,

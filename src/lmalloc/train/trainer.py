@@ -34,7 +34,7 @@ from torch import nn
 
 from lmalloc.data.shards import TokenData, TokenSource
 from lmalloc.errors import UserError
-from lmalloc.rundir import atomic_write_json, read_json
+from lmalloc.rundir import atomic_write_json, ledger_parts, read_json
 from lmalloc.train import checkpoint as ckpt
 from lmalloc.train.callbacks import Callback, MetricsFile, ProgressBar, StopTraining
 from lmalloc.train.config import TrainConfig, batch_layout
@@ -63,7 +63,11 @@ OOM_ERRORS: tuple[type[BaseException], ...] = (
 
 @dataclass
 class TrainResult:
-    """How a run ended. ``session_*`` is what this call spent (for the budget ledger)."""
+    """How a run ended. ``session_*`` is what this call spent (for the budget ledger):
+    ``session_seconds`` runs from the first step to the end and includes the evaluations
+    (``session_eval_seconds``) and checkpoint writes (``session_checkpoint_seconds``);
+    ``startup_seconds`` is the time before the first step (building the model, opening the
+    data, loading a checkpoint), which ``seconds`` does not count."""
 
     status: str
     reason: str
@@ -77,9 +81,18 @@ class TrainResult:
     out_dir: str
     session_flops: float = 0.0
     session_seconds: float = 0.0
+    session_eval_seconds: float = 0.0
+    session_checkpoint_seconds: float = 0.0
+    startup_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def ledger(self) -> dict[str, float]:
+        """What this call spent, as ledger fields: ``seconds`` (all of it, start-up
+        included) and its parts ``train_seconds``, ``eval_seconds``, ``checkpoint_seconds``,
+        ``startup_seconds``; pass to ``RunDir.charge(stage, flops, **result.ledger())``."""
+        return ledger_parts(self.to_dict())
 
 
 def model_flops_per_token(model_cfg: Any, seq_len: int) -> float:
@@ -139,6 +152,7 @@ class Trainer:
         init_from: str | Path | None = None, branch_from: str | Path | None = None,
         cooldown_tokens: int | None = None, progress: bool = False, parallel: str = "ddp",
     ) -> None:
+        self._created = time.perf_counter()  # start-up runs from here to the first step
         self.model_cfg, self.cfg = model_cfg, train_cfg
         self._slowdown = slowdown()
         self.out_dir = Path(out_dir)
@@ -313,12 +327,15 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         """Run to a stop condition; returns how it ended (never raises for divergence/OOM)."""
+        self._eval_s = self._save_s = 0.0
+        self._last_eval_full = True  # whether the latest evaluation read eval_tokens
         self._build()
         self._plan()
         self._write_config()
         self.split = self.data.split("train")
         self.val = self.data.split("val")
         self._t0 = time.perf_counter()
+        self._startup_s = self._t0 - self._created
         self._seconds0 = float(self.state["seconds"])
         self._flops0 = float(self.state["flops"])
         self._call("on_train_start")
@@ -357,7 +374,7 @@ class Trainer:
             if diverged:
                 return "diverged", diverged
             if self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
-                code = self._evaluate()
+                code = self._evaluate(final=self.step == self.total_steps)
                 if code:
                     return code
             self._maybe_save()
@@ -422,21 +439,27 @@ class Trainer:
         self.state["min_loss"] = loss if lo is None else min(lo, loss)
         return None
 
-    def _evaluate(self) -> tuple[str, str] | None:
+    def _evaluate(self, final: bool = True) -> tuple[str, str] | None:
         # FSDP gathers weights in every forward, so all ranks must run the same batches: each
         # evaluates the whole (small, eval_tokens-capped) val sample rather than a share of it
         split_eval = self.parallel != "fsdp"
+        t0 = time.perf_counter()
+        n = self.cfg.eval_tokens if final else (self.cfg.interim_eval_tokens
+                                                or self.cfg.eval_tokens)
+        self._last_eval_full = n == self.cfg.eval_tokens
         res = evaluate_lm(self.model, self.val, seq_len=self.cfg.seq_len,
-                          batch_size=self.micro, max_tokens=self.cfg.eval_tokens or None,
+                          batch_size=self.micro, max_tokens=n or None,
                           autocast_dtype=self.autocast_dtype,
                           rank=self.ctx.rank if split_eval else 0,
                           world_size=self.ctx.world_size if split_eval else 1)
         if not split_eval:  # the root unit stays gathered after a forward without backward
             self.model.reshard()  # type: ignore[operator]
+        self._eval_s += time.perf_counter() - t0
         s = self.state
         row = {"step": self.step, "tokens": s["tokens"], "flops": s["flops"],
                "seconds": self.seconds(), "val_loss": res["loss"], "val_bpb": res["bpb"],
-               "val_perplexity": res["perplexity"], "val_tokens": res["tokens"]}
+               "val_perplexity": res["perplexity"], "val_tokens": res["tokens"],
+               "val_loss_se": res["loss_se"], "eval_seconds": time.perf_counter() - t0}
         s["last_eval_step"], s["last_eval"] = self.step, row
         return self._call_stoppable("on_eval", row)
 
@@ -453,6 +476,7 @@ class Trainer:
         rank takes part in gathering the shards)."""
         if self.parallel != "fsdp" and not self.ctx.is_main:
             return
+        t0 = time.perf_counter()
         model_sd, optim_sd = ckpt.full_state(self.model, self.optimizer)
         if self.ctx.is_main:
             state = {**self.state, "seconds": self.seconds(), "config_hash": self.config_hash(),
@@ -460,11 +484,12 @@ class Trainer:
                      "micro_batch": self.micro, "world_size": self.ctx.world_size,
                      "parallel": self.parallel}
             ckpt.write_checkpoint(path, model_sd, optim_sd, state)
+        self._save_s += time.perf_counter() - t0
 
     def _finish(self, status: str, reason: str) -> TrainResult:
         s = self.state
         if status not in ("diverged", "oom"):
-            if s["last_eval_step"] != self.step and self.step > 0:
+            if (s["last_eval_step"] != self.step or not self._last_eval_full) and self.step > 0:
                 code = self._evaluate()  # a pruner may still stop here; the run is over anyway
                 if code and status == "completed":
                     status, reason = code
@@ -476,7 +501,8 @@ class Trainer:
             flops=float(s["flops"]), seconds=seconds, train_loss=s["train_loss"],
             val_loss=ev.get("val_loss"), val_bpb=ev.get("val_bpb"), out_dir=str(self.out_dir),
             session_flops=float(s["flops"]) - self._flops0,
-            session_seconds=seconds - self._seconds0)
+            session_seconds=seconds - self._seconds0, session_eval_seconds=self._eval_s,
+            session_checkpoint_seconds=self._save_s, startup_seconds=self._startup_s)
         self._call("on_train_end", result)
         return result
 

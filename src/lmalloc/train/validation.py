@@ -95,7 +95,11 @@ def evaluate_lm(
             are all-reduced, so every rank returns the same numbers.
 
     Returns:
-        ``{"loss", "perplexity", "bpb", "tokens", "bytes"}`` (loss in nats per token).
+        ``{"loss", "perplexity", "bpb", "tokens", "bytes", "loss_se"}`` (loss in nats per
+        token; ``loss_se``: its standard error from the spread of the batches' mean losses,
+        batches taken as independent samples; ``None`` with fewer than two full batches or
+        under DDP). Two models evaluated on the same tokens differ by less noise than this:
+        the content's difficulty is common to both.
     """
     if not isinstance(source, (str, Path)):  # SplitTokens or any TokenSplit
         batches = source.sequential_batches(batch_size, seq_len, rank, world_size, max_tokens)
@@ -108,7 +112,7 @@ def evaluate_lm(
         if max_tokens is not None:
             ids = ids[: max_tokens + 1]
         batches = text_windows(ids, batch_size, seq_len, rank, world_size)
-    nats, count = _sum_loss(model, batches, autocast_dtype)
+    nats, count, batch_means = _sum_loss(model, batches, autocast_dtype)
     if world_size > 1:
         import torch.distributed as dist
 
@@ -120,16 +124,27 @@ def evaluate_lm(
     n_bytes = total_bytes * count / max(1, total_tokens)
     loss = nats / count
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)),
-            "bpb": nats / math.log(2) / n_bytes, "tokens": int(count), "bytes": n_bytes}
+            "bpb": nats / math.log(2) / n_bytes, "tokens": int(count), "bytes": n_bytes,
+            "loss_se": _standard_error(batch_means) if world_size == 1 else None}
+
+
+def _standard_error(means: list[float]) -> float | None:
+    """Standard error of the mean of ``means`` (None below two values)."""
+    k = len(means)
+    if k < 2:
+        return None
+    mu = sum(means) / k
+    return math.sqrt(sum((m - mu) ** 2 for m in means) / (k - 1) / k)
 
 
 def _sum_loss(model: nn.Module, batches: Iterator[tuple[np.ndarray, np.ndarray]],
-              autocast_dtype: torch.dtype | None) -> tuple[float, float]:
-    """Summed cross-entropy (nats, float64) and the number of predicted tokens."""
+              autocast_dtype: torch.dtype | None) -> tuple[float, float, list[float]]:
+    """Summed cross-entropy (nats, float64), the number of predicted tokens, and the mean
+    loss of each full batch (the first batch's size; a shorter last one is left out)."""
     device = _device_of(model)
     was_training = model.training
     model.eval()
-    nats, count = 0.0, 0
+    nats, count, means, full = 0.0, 0, [], 0
     ctx = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else contextlib.nullcontext())
     try:
@@ -142,6 +157,9 @@ def _sum_loss(model: nn.Module, batches: Iterator[tuple[np.ndarray, np.ndarray]]
             if n:  # an all-masked batch has a NaN mean
                 nats += float(loss.double()) * n
                 count += n
+                full = full or n
+                if n == full:
+                    means.append(float(loss))
     finally:
         model.train(was_training)
-    return nats, count
+    return nats, count, means

@@ -45,8 +45,9 @@ def _count(cfg: GPTConfig, backward: bool) -> int:
     torch.manual_seed(0)
     model = GPT(cfg)
     idx = torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        _, loss = model(idx, idx)
+    grad = torch.enable_grad() if backward else torch.no_grad()  # the CPU training loss
+    with grad, sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        _, loss = model(idx, idx)  # computes its gradient matmuls in the forward
         if backward:
             assert loss is not None
             loss.backward()

@@ -1,12 +1,15 @@
 """Gradchecks of the CPU autograd Functions in ``lmalloc.model.gpt`` (RMSNorm, RoPE + QKV split,
-SwiGLU) against torch's composite implementations."""
+SwiGLU) and ``lmalloc.model.loss`` (output projection + cross entropy) against torch's
+composite implementations."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from lmalloc.model.gpt import _RMSNormCPU, _RopeQKVCPU, _SwiGLUCPU, apply_rope, rope_tables
+from lmalloc.model.loss import LinearCrossEntropyCPU
 
 
 def test_rmsnorm_gradcheck() -> None:
@@ -32,3 +35,33 @@ def test_swiglu_gradcheck_and_matches_composite() -> None:
     assert torch.autograd.gradcheck(_SwiGLUCPU.apply, (h,))
     gate, up = h.chunk(2, dim=-1)
     torch.testing.assert_close(_SwiGLUCPU.apply(h), F.silu(gate) * up)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_linear_cross_entropy_gradcheck_and_matches_composite(scale: float) -> None:
+    N, C, V = 300, 4, 7  # 300 rows: three chunks of 128
+    h = torch.randn(N, C, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, C, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, V, (N,))
+    t[::7] = -1  # ignored positions
+    assert torch.autograd.gradcheck(lambda a, b: LinearCrossEntropyCPU.apply(a, b, t, scale),
+                                    (h, w))
+    ours = LinearCrossEntropyCPU.apply(h, w, t, scale)
+    ours.backward()
+    gh, gw = h.grad.clone(), w.grad.clone()  # type: ignore[union-attr]
+    h.grad = w.grad = None
+    ref = F.cross_entropy(scale * h @ w.t(), t, ignore_index=-1)
+    ref.backward()
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(gh, h.grad)
+    torch.testing.assert_close(gw, w.grad)
+
+
+def test_linear_cross_entropy_exact_when_the_target_probability_underflows() -> None:
+    h = torch.tensor([[200.0, 0.0], [1.0, 2.0]])
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    t = torch.tensor([2, 1])  # row 0: p_t = exp(-400) underflows in fp32
+    ours = LinearCrossEntropyCPU.apply(h, w, t, 1.0)
+    ref = F.cross_entropy(h @ w.t(), t)
+    assert torch.isfinite(ours)
+    torch.testing.assert_close(ours, ref)

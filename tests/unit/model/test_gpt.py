@@ -29,11 +29,15 @@ def test_forward_shapes_and_loss(kw: dict[str, object]) -> None:
     model = GPT(cfg)
     idx = torch.randint(0, cfg.vocab_size, (3, 10))
     tgt = torch.randint(0, cfg.vocab_size, (3, 10))
-    logits, loss = model(idx, tgt)
+    with torch.no_grad():
+        logits, loss = model(idx, tgt)
     assert logits.shape == (3, 10, cfg.vocab_size)
     assert loss is not None
     expected = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), tgt.reshape(-1))
     assert torch.allclose(loss, expected)
+    no_logits, train_loss = model(idx, tgt)  # CPU training: the fused loss, no logits
+    assert no_logits is None and train_loss is not None
+    torch.testing.assert_close(train_loss, expected)
     # a fresh model predicts near-uniformly
     assert abs(loss.item() - math.log(cfg.vocab_size)) < 0.5
     assert model(idx)[1] is None

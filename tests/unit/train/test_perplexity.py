@@ -51,6 +51,27 @@ def test_split_bpb_formula(data: TokenData) -> None:
     expected_bytes = 1684 * r["tokens"] / 421
     assert r["bytes"] == pytest.approx(expected_bytes)
     assert r["bpb"] == pytest.approx(math.log(V) * r["tokens"] / math.log(2) / expected_bytes)
+    assert r["loss_se"] == pytest.approx(0.0, abs=1e-6)  # every batch costs ln V exactly
+
+
+class Alternating(Uniform):
+    """The k-th forward pass reports a mean loss of exactly k nats."""
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.calls = getattr(self, "calls", 0) + 1
+        logits = torch.zeros(*idx.shape, V) + 0 * self.w  # (B, T, V)
+        loss = torch.tensor(float(self.calls))
+        return logits, loss
+
+
+def test_loss_standard_error_from_the_batches(data: TokenData) -> None:
+    r = evaluate_lm(Alternating(), data.split("val"), seq_len=32, batch_size=4, max_tokens=96)
+    # 96 tokens are three windows, all in one batch: no spread to measure
+    assert r["loss_se"] is None
+    r = evaluate_lm(Alternating(), data.split("val"), seq_len=32, batch_size=1, max_tokens=96)
+    assert r["loss"] == pytest.approx(2.0)  # batches cost 1, 2, 3 nats
+    assert r["loss_se"] == pytest.approx(1.0 / math.sqrt(3))  # sd 1 over 3 batches
 
 
 def test_eval_token_cap(data: TokenData) -> None:
