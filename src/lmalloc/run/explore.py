@@ -31,6 +31,7 @@ from lmalloc.layout import LADDER_CSV
 from lmalloc.plan.ladder import MIN_SIZES, CostFn, Ladder, LadderRun
 from lmalloc.plan.recipe import Recipe
 from lmalloc.rundir import RunDir, atomic_write_json, atomic_write_text, ledger_parts, read_json
+from lmalloc.scaling.parametric import MIN_POINTS_MAP as MIN_FIT_POINTS
 
 if TYPE_CHECKING:
     from lmalloc.train.config import TrainConfig
@@ -144,20 +145,25 @@ def _size_cost(lr_run: LadderRun, cost: CostFn) -> float:
 
 def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, recipe: Recipe,
                  train: dict[str, Any], cost: CostFn, allow: LadderAllowance | None,
-                 say: Callable[[str], None]) -> list[dict[str, Any]]:
+                 say: Callable[[str], None], must_keep: int = 0) -> list[dict[str, Any]]:
     """The stable run of one ladder size and its cooldown branches: one table row each.
     Each ledger row carries the cost the design predicted (for the time-model calibration).
 
     Under a time share the stable run is capped at what is left of it, and a branch that the
     calibrated time model says would end past the share is not started: a machine slower than
-    its profile loses ladder points, never the final run's share."""
+    its profile loses ladder points, never the final run's share, except the first
+    ``must_keep`` branches, which the fit cannot do without (no cap then, and said so)."""
     from lmalloc.model.config import GPTConfig
 
     cfg = GPTConfig.from_dict(lr_run.model)
     root = run.path(f"ladder/{i}")
     snaps = tuple(sorted({b.snapshot_tokens for b in lr_run.branches}))
     cap = {}
-    if allow is not None and allow.unit == "seconds":
+    if must_keep and allow is not None:  # no cap: its first points are needed
+        if not allow.fits(run, _size_cost(lr_run, cost)):
+            say(f"ladder: size {i} trains past the ladder's share: the fit needs "
+                f"{MIN_FIT_POINTS} points and the rest of the ladder cannot give them")
+    elif allow is not None and allow.unit == "seconds":
         done_before = _seconds_so_far(root / "stable")
         cap = {"max_seconds": max(1.0, done_before + allow.left(run))}
     stable = recipe.train_config(**train, max_tokens=lr_run.stable_tokens, cooldown_frac=0.0,
@@ -170,7 +176,7 @@ def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, recipe: Recipe,
     res = _trained(root / "stable", lr_run.model, stable, run.data,
                    charge("stable", float(lr_run.stable_tokens)))
     rows = []
-    for b in lr_run.branches:
+    for k, b in enumerate(lr_run.branches):
         snap = root / "stable" / "snapshots" / str(b.snapshot_tokens)
         if b.snapshot_tokens >= lr_run.stable_tokens and not snap.exists() \
                 and res["status"] == "completed":
@@ -181,7 +187,7 @@ def _ladder_size(run: RunDir, i: int, lr_run: LadderRun, recipe: Recipe,
                 say(f"ladder: size {i} branch {b.tokens} skipped (the stable run stopped at "
                     f"{res['tokens']} tokens: {res['status']})")
                 continue
-            if allow is not None and not branch_dir.exists() \
+            if allow is not None and not branch_dir.exists() and k >= must_keep \
                     and not allow.fits(run, cost(cfg, float(b.cooldown_tokens))):
                 say(f"ladder: size {i} branch {b.tokens} dropped (it would end past the "
                     f"ladder's share of {allow.share:.4g} {allow.unit})")
@@ -223,26 +229,34 @@ def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
     kept = sorted(ladder.runs, key=lambda r: r.N)
     rows: list[dict[str, Any]] = []
     dropped: list[str] = []
+
+    def planned(sizes: list[LadderRun]) -> int:  # points the rest of the ladder will give
+        return len(rows) + sum(len(r.branches) for r in sizes)
+
     i = 0
     while i < len(kept):
         started = run.path(f"ladder/{i}/stable").exists()
         if allow is not None and not started:
-            while len(kept) > max(i + 1, min_sizes) and not allow.fits(
-                    run, sum(_size_cost(r, cost) for r in kept[i:])):
+            while len(kept) > max(i + 1, min_sizes) and planned(kept[i:-1]) >= MIN_FIT_POINTS \
+                    and not allow.fits(run, sum(_size_cost(r, cost) for r in kept[i:])):
                 gone = kept.pop()
                 dropped.append(f"size {len(kept)} (N={gone.N})")
                 say(f"ladder: dropped its largest planned size (N={gone.N}): the calibrated "
                     f"time model says the rest would not fit the share of {allow.share:.4g} "
                     f"{allow.unit}")
-            if allow.left(run) <= 0 or (i >= min_sizes
-                                        and not allow.fits(run, _size_cost(kept[i], cost))):
+            over = allow.left(run) <= 0 or (
+                i >= min_sizes and not allow.fits(run, _size_cost(kept[i], cost)))
+            if over and len(rows) >= MIN_FIT_POINTS:
                 dropped.extend(f"size {j} (N={r.N})" for j, r in enumerate(kept[i:], i))
                 say(f"ladder: stopped after {i} sizes: its share of {allow.share:.4g} "
                     f"{allow.unit} is spent")
                 break
+        # the fit needs MIN_FIT_POINTS points: those the later sizes cannot give are kept here
+        # even past the share (the final run's note then says what that cost)
+        must_keep = max(0, MIN_FIT_POINTS - planned(kept[i + 1:]))
         model = {**kept[i].model, "mup_base_width": mup_base_width}
         rows.extend(_ladder_size(run, i, replace(kept[i], model=model), recipe, train, cost,
-                                 allow, say))
+                                 allow, say, must_keep))
         if on_size is not None:
             on_size()
         i += 1

@@ -237,7 +237,8 @@ def fit(ctx: RunContext) -> None:
                          repeats=[repeat["losses"]] if repeat else (),
                          hp_trials=_search_trials(ctx))
     law, report = entries["parametric"], entries["degeneracy"]
-    warns = fit_warnings(report["plain_params"])
+    warns = fit_warnings(report["plain_params"] or {}) + [
+        p["message"] for p in report["problems"] if p["code"] == "too_few"]
     if report["remedy"] == "map":
         prior = report["prior"]
         warns.append(

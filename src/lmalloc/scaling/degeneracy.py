@@ -24,10 +24,16 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
 from numpy.typing import ArrayLike
 
 from lmalloc.errors import UserError
-from lmalloc.scaling.parametric import ExponentPrior, ParametricFit, fit_parametric
+from lmalloc.scaling.parametric import (
+    MIN_POINTS,
+    ExponentPrior,
+    ParametricFit,
+    fit_parametric,
+)
 
 EXPONENT_RANGE = (0.02, 2.0)
 """Sane exponents: published fits lie in 0.07-0.7; outside this range a term has vanished."""
@@ -86,12 +92,20 @@ def fit_with_remedy(
     why, the remedy taken (``"map"`` or None), the prior (mean, width, noise, source), the
     plain fit's parameters and what is still wrong after the remedy.
     """
-    plain = fit_parametric(N, D, loss, **fit_kw)
-    problems = diagnose(plain.params, plain.input_range)
-    report: dict[str, Any] = {"degenerate": is_degenerate(problems), "problems": problems,
-                              "remedy": None, "prior": None, "plain_params": plain.params}
-    if not report["degenerate"]:
-        return plain, report
+    distinct = np.unique(np.column_stack([np.ravel(N), np.ravel(D)]), axis=0).shape[0]
+    if distinct < MIN_POINTS["chinchilla"]:  # too few for a plain fit: the prior must carry it
+        problems = [{"code": "too_few", "message":
+                     f"{distinct} distinct runs, fewer than the {MIN_POINTS['chinchilla']} a "
+                     "plain fit needs (the ladder lost points to hold its share)"}]
+        report: dict[str, Any] = {"degenerate": True, "problems": problems, "remedy": None,
+                                  "prior": None, "plain_params": None}
+    else:
+        plain = fit_parametric(N, D, loss, **fit_kw)
+        problems = diagnose(plain.params, plain.input_range)
+        report = {"degenerate": is_degenerate(problems), "problems": problems,
+                  "remedy": None, "prior": None, "plain_params": plain.params}
+        if not report["degenerate"]:
+            return plain, report
     if noise is not None:
         prior = ExponentPrior(prior.mean, prior.sd, noise, prior.source)
     fit = fit_parametric(N, D, loss, prior=prior, **fit_kw)

@@ -93,6 +93,8 @@ class ExponentPrior:
 DEFAULT_BOOTSTRAP = 200
 MIN_POINTS = {"chinchilla": 8, "compute": 5}
 """Distinct runs a law needs: a few more than its parameter count (5 and 3)."""
+MIN_POINTS_MAP = 5
+"""Distinct runs a MAP fit needs: its prior pins the exponents, the data set the rest."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -308,10 +310,14 @@ def fit_parametric(
     if y.shape[0] != x.shape[0]:
         raise invalid("loss", f"{y.shape[0]} values", f"one per run ({x.shape[0]})")
     require_positive_finite("loss", y)
-    require_points(np.unique(x, axis=0).shape[0], MIN_POINTS.get(form.name, 8), f"the {law} fit")
+    # a prior pins the exponents: the coefficients then need fewer runs (and inputs at 2
+    # values each); a plain fit needs a few more runs than parameters, at 3 values each
+    needed, varied = ((MIN_POINTS_MAP, 2) if prior is not None
+                      else (MIN_POINTS.get(form.name, 8), 3))
+    require_points(np.unique(x, axis=0).shape[0], needed, f"the {law} fit")
     for i, name in enumerate(form.inputs):
         param = form.param_names[-len(form.inputs) + i]
-        require_varied(name, x[:, i], param)
+        require_varied(name, x[:, i], param, min_distinct=varied)
     logx, logy = np.asfortranarray(np.log(x)), np.log(y)  # column-major: contiguous columns
 
     grid = form.init_grid()

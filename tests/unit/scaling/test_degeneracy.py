@@ -105,3 +105,21 @@ def test_isoflop_cross_check_on_the_branches(table, remedied) -> None:  # type: 
     assert check is not None and set(check) >= {"available"}
     if check["available"]:
         assert check["N_opt_isoflop"] > 0 and check["ratio"] > 0
+
+
+def test_a_ladder_cut_short_is_fitted_under_the_prior() -> None:
+    """A ladder that held its share by dropping points (here 5 of 12: two sizes, some branches)
+    is too small for a plain fit; it is fitted under the prior, and says why."""
+    N, D, loss = _ladder_table()
+    keep = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]) < 5
+    with pytest.raises(Exception, match="needs at least 8"):
+        fit_parametric(N[keep], D[keep], loss[keep], bootstrap=0)
+    fit, report = fit_with_remedy(N[keep], D[keep], loss[keep], bootstrap=10, seed=0)
+    assert report["remedy"] == "map" and report["plain_params"] is None
+    assert [p["code"] for p in report["problems"]] == ["too_few"]
+    assert fit.prior is not None and fit.n_points == 5
+    # the prior pins the exponents near its mean; the data set the coefficients
+    assert abs(fit.params["alpha"] - DEFAULT_PRIOR.mean["alpha"]) < 2 * DEFAULT_PRIOR.sd
+    assert np.all(np.abs(np.log(fit.predict(N[keep], D[keep]) / loss[keep])) < 0.05)
+    with pytest.raises(Exception, match="needs at least 5"):
+        fit_with_remedy(N[:4], D[:4], loss[:4], bootstrap=0)
