@@ -39,8 +39,12 @@ def test_ctrl_c_during_search_exits_130_and_the_rerun_resumes(tiny_corpus_dir: P
     search = [*MAIN, "search", "--run", str(run), "--recipe", str(REPO / "configs" / "tiny.toml"),
               "--strategy", "random", "--pruner", "none"]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "COLUMNS": "120"}
+    # a shell without job control starts background jobs with SIGINT ignored, and an ignored
+    # signal stays ignored across exec (Python then installs no KeyboardInterrupt handler):
+    # give the child the default disposition a terminal's foreground job has
     proc = subprocess.Popen([*search, "--trials", "200"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and "RUNNING" not in _trials(run / "study.db"):
         time.sleep(0.2)  # a trial is being trained, in the thread, right now

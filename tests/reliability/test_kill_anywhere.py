@@ -366,7 +366,7 @@ def _ledger_adds_up(root: Path) -> None:
     rows = _study_rows(root)
     finished = [n for n, (s, _) in rows.items() if s in ("COMPLETE", "PRUNED")]
     assert all(trials[n] == 1 for n in finished), "a finished trial was never charged"
-    ladder = Counter((r["size"], r["part"]) for r in ledger
+    ladder = Counter((r.get("size"), r["part"]) for r in ledger  # seed-repeat: no size
                      if r["stage"] == "ladder" and r["flops"] > 0)
     assert not [k for k, c in ladder.items() if c > 1], f"ladder runs charged twice: {ladder}"
     assert sum(1 for r in ledger if r["stage"] == "train" and r["flops"] > 0) == 1

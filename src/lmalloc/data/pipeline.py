@@ -322,8 +322,10 @@ def prepare_run(
 
     rd = RunDir(run)
     result = prepare(sources, rd.data, config, progress)
-    rd.record_stage("prepare", content_key=result["content_key"], reused=result["reused"],
-                    config=result["config"], counts=result["counts"], output="data")
+    # the stage record last: it marks the stage done, so a kill before it redoes (and
+    # re-records) the rest, which reuses the identical data at no cost
     rd.record_artifact("data/data.json")
     rd.charge("prepare", flops=0.0, seconds=result["seconds"], reused=result["reused"])
+    rd.record_stage("prepare", content_key=result["content_key"], reused=result["reused"],
+                    config=result["config"], counts=result["counts"], output="data")
     return result

@@ -207,6 +207,8 @@ def _flops_in(fit: ParametricFit, seconds: float, cost: Callable[[GPTConfig, flo
     C = seconds * hw.peak(hw.default_dtype) * hw.count * 0.1
     for _ in range(4):
         N = compute_optimal(fit, C).N.value
+        if not (math.isfinite(N) and N > 0):  # a term the fit lost (A → 0): start at its data
+            N = fit.input_range["N"][0]
         cfg = shape_for(N, vocab_size=vocab_size, seq_len=recipe.seq_len,
                         non_embedding=fit.param_convention == "non_embedding")
         D = tokens_within(cfg, seconds, cost, recipe.batch_tokens)
