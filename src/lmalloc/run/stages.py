@@ -197,6 +197,10 @@ def _redesign_ladder(ctx: RunContext, share: float, planned: Ladder, floor: floa
     from lmalloc.plan.ladder import LadderBudgetError, design_ladder
 
     recipe, cost = ctx.recipe, ctx.cost()
+    if share <= 0:  # the search overspent all of exploration (a machine far slower than it was)
+        ctx.say("[yellow]warning:[/] the search left the ladder nothing of its share; keeping "
+                "the split's design, trimmed to the points the fit needs")
+        return planned
     for attempt in range(LADDER_FLOOR_HALVINGS + 1):
         try:
             design = design_ladder(share, cost, planned.target_flops, ctx.vocab,

@@ -3,7 +3,9 @@ planned sizes, then branches, caps a stable run at what is left, and says what i
 
 The trainer is replaced by a simulation that takes ``factor`` times the time the cost model
 predicts (and honours ``max_seconds`` as the real one does), so the decisions are exact and
-fast; tests/integration/test_run_budget_holds.py checks the same on real trainings."""
+fast. (A real-training version, LMALLOC_SLOWDOWN=2 at a 100-200 s budget, held on an idle
+machine but not beside a CPU-bound neighbour, where fixed start-up costs dominate shares of a
+few seconds: withdrawn; the default demo beside the test suite is in BENCHMARKS.md.)"""
 
 from __future__ import annotations
 
