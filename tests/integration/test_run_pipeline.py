@@ -48,6 +48,7 @@ def test_run_writes_every_stage_and_stays_in_budget(finished_run: Path) -> None:
     assert pred["low"] <= pred["value"] <= pred["high"]
     assert summary["achieved"]["status"] == "completed"
     assert 0 < summary["achieved"]["val_loss"] < 10
+    assert summary["recipe"]["seq_len"] == final_cfg["train"]["seq_len"] == 32  # the recipe's
     ladder = run.path("ladder.csv").read_text().splitlines()
     assert len(ladder) - 1 >= 8  # enough points for the 5-parameter fit
     split = run.manifest()["budget_split"]

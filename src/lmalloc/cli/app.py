@@ -133,9 +133,13 @@ def main() -> None:
     try:
         app()
     except UserError as e:
+        from rich.markup import escape
+
         from lmalloc.cli.output import err_console
 
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # escaped: a message naming a TOML table ([recipe]) is text, not markup
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(e.exit_code)
     except SystemExit as e:  # Typer turns Ctrl-C into exit 130
         if e.code != 130:

@@ -14,7 +14,10 @@ from lmalloc.cli.app import app
 from lmalloc.cli.logs import adopt_optuna, attach_run_log
 from lmalloc.cli.output import JsonFlag, console, emit, say, show_progress
 from lmalloc.cli.train import NprocOption, ParallelOption
+from lmalloc.plan.recipe import Recipe
 from lmalloc.rundir import RunDir
+
+_CPU = Recipe()  # the defaults the help names
 
 
 @app.command(name="run")
@@ -29,7 +32,22 @@ def run_(
     hardware: Annotated[str | None, typer.Option(help="Hardware profile (default: measure "
                                                  "this machine).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search and of every training.")] = 0,
-    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 4096,
+    vocab_size: Annotated[int | None, typer.Option(help="BPE vocabulary size (default "
+                                                   "4096, or the recipe's).")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe TOML: a \\[recipe] table of "
+                                                "seq_len, batch_tokens, min_params, "
+                                                "vocab_size, ... (e.g. "
+                                                "configs/recipe_gpu_1024.toml); the flags "
+                                                "below override it.")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Context length of every training "
+                                                f"(default {_CPU.seq_len}).")] = None,
+    batch_tokens: Annotated[int | None, typer.Option(help="Tokens per optimizer step of "
+                                                     "the exploration (default "
+                                                     f"{_CPU.batch_tokens}; whole "
+                                                     "micro-batches of sequences).")] = None,
+    min_params: Annotated[float | None, typer.Option(help="Smallest ladder model, in "
+                                                     "non-embedding parameters (default "
+                                                     f"{_CPU.min_params:.3g}).")] = None,
     nproc: NprocOption = 1,
     parallel: ParallelOption = "auto",
     deploy_memory: Annotated[str | None, typer.Option(help="Size the deployed model must fit "
@@ -48,9 +66,12 @@ def run_(
     check_parallel_request(nproc, parallel)  # before any budget is spent
     if deploy_memory is not None:
         budget = f"{budget},deploy={deploy_memory}"
-    check_before_work(budget, hardware, min_deploy_bytes=DEFAULT_MIN_PARAMS * 2 / 8)
+    the_recipe, vocab = _run_recipe(recipe, seq_len=seq_len, batch_tokens=batch_tokens,
+                                    min_params=min_params, vocab_size=vocab_size)
+    check_before_work(budget, hardware,
+                      min_deploy_bytes=min(DEFAULT_MIN_PARAMS, the_recipe.min_params) * 2 / 8)
     opts = RunOptions(data=tuple(str(p) for p in data or ()), budget=budget,
-                      hardware=hardware, seed=seed, vocab_size=vocab_size)
+                      hardware=hardware, seed=seed, vocab_size=vocab, recipe=the_recipe)
     attach_run_log(run, create=True)
     adopt_optuna()
     rd = RunDir(run)
@@ -64,6 +85,27 @@ def run_(
         raise
     rd.record_failure("run", None)
     emit(result, as_json, _render_summary)
+
+
+def _run_recipe(path: Path | None, **flags: Any) -> tuple[Recipe, int]:
+    """The run's :class:`~lmalloc.plan.recipe.Recipe` and vocabulary: the recipe file's
+    settings with the flags given over them, checked before any work."""
+    from lmalloc.data.config import PrepareConfig
+    from lmalloc.errors import UserError
+    from lmalloc.plan.recipe import read_recipe_file
+    from lmalloc.run import RunOptions
+
+    settings = read_recipe_file(path) if path is not None else {}
+    given = {k: v for k, v in flags.items() if v is not None}
+    settings.update(given)
+    vocab = settings.pop("vocab_size", RunOptions.vocab_size)
+    where = (f"recipe {path}" if path is not None else "the recipe") + (
+        f" with {', '.join('--' + k.replace('_', '-') for k in given)}" if given else "")
+    try:
+        PrepareConfig(vocab_size=vocab)
+        return Recipe(**settings).check(), vocab
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
 
 
 def _render_summary(s: dict[str, Any]) -> None:

@@ -74,6 +74,11 @@ def _render_status(s: dict[str, Any]) -> None:
     if b:
         console.print(f"[bold]budget[/] {b['text']}: spent {b['spent']:.4g} of {b['total']:.4g} "
                       f"{b['unit']} ({b['spent'] / b['total']:.0%}), left {b['left']:.4g}")
+    r = s.get("recipe")
+    if r:
+        console.print(f"[bold]recipe[/] context {r['seq_len']:,} tokens, batch "
+                      f"{r['batch_tokens']:,} tokens, vocabulary {r['vocab_size']:,}, smallest "
+                      f"ladder model {r['min_params']:.3g} parameters")
     if s["best_trial"]:
         t = s["best_trial"]
         console.print(f"[bold]best trial[/] #{t['number']}: {t['value']:.4g} {BPB_UNIT} with "

@@ -290,4 +290,15 @@ def run_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
                 "bpb": p.get("bpb"), "seconds": p.get("seconds"), "model": art.plan["model"]}
     return {"run": str(art.root), "stages": stages, "budget": art.budget(),
             "best_trial": best_trial, "plan": plan, "summary": summary_text(art),
-            "failure": art.manifest.get("last_failure")}
+            "failure": art.manifest.get("last_failure"), "recipe": run_recipe(art.manifest)}
+
+
+def run_recipe(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipe ``lmalloc run`` was given (its options in the manifest), with the
+    vocabulary and without the seed (``--seed``, a run option of its own); None for a folder
+    no ``lmalloc run`` made."""
+    opts = manifest.get("run_options") or {}
+    if "recipe" not in opts:
+        return None
+    return {**{k: v for k, v in opts["recipe"].items() if k != "seed"},
+            "vocab_size": opts.get("vocab_size")}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmalloc.layout import REPORT_HTML
-from lmalloc.report.artifacts import RunArtifacts, load_run
+from lmalloc.report.artifacts import RunArtifacts, load_run, run_recipe
 from lmalloc.report.page import Page, Section
 from lmalloc.report.plots import (
     Plot,
@@ -145,6 +145,11 @@ def _budget(sec: Section, art: RunArtifacts, plots: dict[str, Plot | None]) -> N
         sec.table(["unit", "explore fraction", "search", "ladder", "final"],
                   [[split["unit"], split["explore_fraction"], split["search"], split["ladder"],
                     split["final"]]], caption="How the budget was split before exploring")
+    recipe = run_recipe(art.manifest)
+    if recipe:
+        sec.table(["setting", "value"], [[k, v] for k, v in recipe.items()],
+                  caption="The recipe every training shared (`lmalloc run --recipe`, "
+                          "--seq-len, --batch-tokens, --min-params, --vocab-size)")
     by = art.by_stage()
     if by:
         parts = [p for p in LEDGER_PARTS if any(p in v for v in by.values())]

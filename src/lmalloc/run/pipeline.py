@@ -31,6 +31,7 @@ def run_pipeline(run_dir: str | Path, options: RunOptions | None = None,
     the disk refuses (full, read-only) is a :class:`UserError` naming the file. ``nproc`` and
     ``parallel``: the final run's processes and layout (``train.launch.launch_train``)."""
     ctx = RunContext(run_dir, options or RunOptions(), say, progress, nproc, parallel)
+    ctx.options.recipe.check()  # before the run folder exists
     with run_lock(ctx.run.root), refused_writes(ctx.run.root):
         remove_stale_temps(ctx.run.root)
         check_options(ctx)
@@ -73,8 +74,7 @@ def check_options(ctx: RunContext) -> None:
         if saved is None:
             ctx.run.update_manifest(run_options=mine)
         return
-    changed = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} → {mine.get(k)!r}"
-                        for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k))
+    changed = ", ".join(f"{k} {a!r} → {b!r}" for k, a, b in changed_options(saved, mine))
     trained = sorted({str(r.get("stage")) for r in m.get("ledger", [])} - BEFORE_TRAINING)
     if not trained:
         ctx.say(f"the earlier attempt in {ctx.run.root} stopped before any training: starting "
@@ -87,6 +87,21 @@ def check_options(ctx: RunContext) -> None:
         f"{ctx.run.root} holds a run with other options ({changed}) that has trained already "
         f"({', '.join(trained)}): resume it with its own options, or start the new ones in "
         "another folder (--run runs/NEW) or after deleting this one")
+
+
+def changed_options(saved: dict[str, Any], mine: dict[str, Any]
+                    ) -> list[tuple[str, Any, Any]]:
+    """``(name, old, new)`` of each option that differs: ``--budget`` and the like by their
+    flag, the recipe field by field (``recipe.seq_len``)."""
+    out = []
+    for k in sorted(set(saved) | set(mine)):
+        a, b = saved.get(k), mine.get(k)
+        if k == "recipe" and isinstance(a, dict) and isinstance(b, dict):
+            out += [(f"recipe.{f}", a.get(f), b.get(f)) for f in sorted(set(a) | set(b))
+                    if a.get(f) != b.get(f)]
+        elif a != b:
+            out.append((f"--{k.replace('_', '-')}", a, b))
+    return out
 
 
 @contextlib.contextmanager

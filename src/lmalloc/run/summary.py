@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any
 
 from lmalloc.layout import COMPRESSED_RESULT, EVAL_JSON, PLAN_JSON, SUMMARY_JSON
@@ -90,6 +91,7 @@ def write_summary(ctx: RunContext) -> None:
                 "backtest_error": m["stages"]["fit"].get("backtest_error")},
         "interval_parts": (pred.get("interval") or {}).get("parts"),
         "data": plan.get("data"),
+        "recipe": {**asdict(ctx.recipe), "vocab_size": ctx.vocab},
     }
     atomic_write_json(ctx.run.path(SUMMARY_JSON), summary)
     ctx.run.record_stage("summary", out=SUMMARY_JSON)
