@@ -95,6 +95,7 @@ def split(ctx: RunContext) -> None:
             f"the budget {a.text!r} ({a.total:.4g} {unit}) was used up before exploring "
             f"({used}); give a larger budget"
             + ("" if ctx.options.hardware else ", or --hardware NAME to skip profiling"))
+    check_sequences(ctx)
     cost = ctx.cost()
     flops_cost = cost_function("flops", ctx.hardware, recipe)
 
@@ -128,6 +129,22 @@ def split(ctx: RunContext) -> None:
         "search": chosen.search_budget, "ladder": chosen.ladder_budget,
         "final": chosen.final_budget})
     ctx.run.record_stage("split", out=SPLIT_JSON)
+
+
+def check_sequences(ctx: RunContext) -> None:
+    """Refuse, before anything trains, a recipe whose sequence is longer than the prepared
+    data holds: training draws windows of ``seq_len + 1`` tokens from the train split and
+    evaluation reads them from the val split, neither across a shard's end."""
+    from lmalloc.data.shards import TokenData
+
+    data, need = TokenData(ctx.run.data), ctx.recipe.seq_len + 1
+    for name in ("train", "val"):
+        longest = int(max(data.split(name).lengths, default=0))
+        if longest < need:
+            raise UserError(
+                f"the {name} split holds no sequence of seq_len {ctx.recipe.seq_len} (+1 "
+                f"target): its longest shard has {longest} tokens; give a shorter --seq-len "
+                f"(at most {max(longest - 1, 0)}) or more data")
 
 
 def _split_doc(ctx: RunContext) -> dict[str, Any]:

@@ -85,3 +85,18 @@ def test_the_run_explores_with_the_users_recipe(tmp_path: Path, tiny_corpus_dir:
     status = CliRunner().invoke(register(), ["status", "--run", str(root)])
     assert "context 32 tokens, batch 512 tokens, vocabulary 320" in " ".join(
         status.output.split())
+
+
+def test_a_context_longer_than_the_data_is_refused_before_training(
+        tmp_path: Path, tiny_corpus_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def first_training(*_a: Any, **_kw: Any) -> None:
+        raise AssertionError("the search started")
+
+    monkeypatch.setattr("lmalloc.run.explore.run_search_stage", first_training)
+    root = tmp_path / "r"  # the tiny corpus' val split is a few hundred tokens
+    res = _invoke("--run", str(root), "--data", str(tiny_corpus_dir), "--budget", "4e10flops",
+                  "--hardware", "cpu", "--vocab-size", "320", "--seq-len", "1024",
+                  "--batch-tokens", "16384", "--min-params", "3e3")
+    msg = _user_error(res)
+    assert "the val split holds no sequence of seq_len 1024" in msg and "--seq-len" in msg
+    assert not (root / "split.json").exists()

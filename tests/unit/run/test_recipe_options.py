@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lmalloc.errors import UserError
 from lmalloc.plan.recipe import RECIPE_FILE_KEYS, Recipe, read_recipe_file
@@ -115,3 +117,32 @@ def test_another_recipe_before_any_training_replaces_the_options(tmp_path: Path)
                              say=said.append))
     assert "recipe.min_params 200000.0 → 400000.0" in said[0]
     assert RunDir(tmp_path / "r").manifest()["run_options"]["recipe"]["min_params"] == 4e5
+
+
+_VALUES = st.one_of(st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False),
+                    st.booleans(), st.text(max_size=5))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from([*RECIPE_FILE_KEYS, "seed", "bogus"]), _VALUES,
+                       max_size=6))
+def test_any_recipe_file_reads_and_checks_or_is_a_user_error(doc: dict[str, object]) -> None:
+    import json
+    import tempfile
+
+    def toml(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, float) and v in (float("inf"), float("-inf")):
+            return "inf" if v > 0 else "-inf"
+        return json.dumps(v) if isinstance(v, str) else repr(v)
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "r.toml"
+        path.write_text("[recipe]\n" + "".join(f"{k} = {toml(v)}\n" for k, v in doc.items()))
+        try:
+            settings_ = read_recipe_file(path)
+            settings_.pop("vocab_size", None)
+            Recipe(**settings_).check()
+        except UserError:
+            pass
