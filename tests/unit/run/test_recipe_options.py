@@ -146,3 +146,11 @@ def test_any_recipe_file_reads_and_checks_or_is_a_user_error(doc: dict[str, obje
             Recipe(**settings_).check()
         except UserError:
             pass
+
+
+def test_run_pipeline_checks_the_recipe_before_the_folder_exists(tmp_path: Path) -> None:
+    from lmalloc.run import run_pipeline
+
+    with pytest.raises(UserError, match="invalid batch_tokens = 2048"):
+        run_pipeline(tmp_path / "r", RunOptions(recipe=Recipe(seq_len=100, batch_tokens=2048)))
+    assert not (tmp_path / "r").exists()
