@@ -251,18 +251,32 @@ def _canonical(terms: dict[str, str], prof: HardwareProfile) -> str:
 
 def check_before_work(text: str, hardware: str | None, min_deploy_bytes: float) -> Budget:
     """Everything a run's budget can be checked for before any work (prepare, profiling):
-    its grammar, a time or compute term, a money term's price, hardware named twice
-    differently, a deploy size no model fits. Returns the budget parsed for ``hardware``
-    (or this machine); the run parses it again for its measured profile."""
+    its grammar, a time or compute term, a money term's price, hardware named differently
+    from the hardware the run trains on, a deploy size no model fits. ``hardware`` is the
+    run's ``--hardware``; None means the run measures this machine and trains on it, so a
+    budget naming hardware is refused (this machine cannot be checked to be it before the
+    profile; planning for other hardware without training is ``lmalloc plan``'s job).
+    Returns the budget parsed for ``hardware`` (or this machine); the run parses it again
+    for its measured profile."""
     terms = _terms(text)
     hw_term = terms.get("hardware")
-    if hw_term is not None and hardware is not None:
-        named, given = get_hardware(hw_term.partition(":")[0]), get_hardware(hardware)
+    if hw_term is not None:
+        named, hw_time = get_hardware(hw_term.partition(":")[0]), hw_term.partition(":")[2]
+        others = [t for k, t in terms.items() if k != "hardware"]
+        rest = ",".join([hw_time, *others] if hw_time else others) or "TIME"
+        if hardware is None:
+            raise UserError(
+                f"the budget names {named.label} but no --hardware is given: `lmalloc run` "
+                f"would measure this machine and train here, on a plan sized for "
+                f"{named.label}. To train on {named.label}, run there with --budget {rest} "
+                f"--hardware {named.label}; to plan a run for it from a finished "
+                f"exploration, use `lmalloc plan --from RUN --budget {text}`")
+        given = get_hardware(hardware)
         if (named.name, named.count) != (given.name, given.count):
             raise UserError(
                 f"the budget names {named.label} but --hardware is {given.label}: the plan "
                 f"would size a job for {named.label} and train it on {given.label}; give the "
-                f"hardware once (e.g. --budget 24h --hardware {named.label})")
+                f"hardware once (e.g. --budget {rest} --hardware {named.label})")
     if "money" in terms:
         spec = hw_term.partition(":")[0] if hw_term else hardware
         prof = get_hardware(spec) if spec is not None else default_hardware()
