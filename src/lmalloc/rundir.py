@@ -7,7 +7,9 @@ ledger, what each stage spent (FLOPs and seconds, measured).
 
 A write that the file system refuses (disk full, quota, read-only, permission) is a
 :class:`UserError` naming the path, raised after the temp file is removed: the previous
-version of the artifact stays as it was.
+version of the artifact stays as it was. A write below a run folder that a symbolic link
+would carry out of it (``trials/`` → elsewhere) is refused before anything is created
+(:func:`confined`).
 """
 
 from __future__ import annotations
@@ -106,6 +108,44 @@ def refused_writes(path: str | os.PathLike[str]) -> Iterator[None]:
         raise err from e
 
 
+class OutsideRunError(UserError):
+    """A write below a run folder whose path, links followed, leads out of it."""
+
+
+# Every run folder this process works in (absolute, ".." collapsed): the write helpers take
+# bare paths, so RunDir (and the commands' run log) tell them the roots to check paths against.
+_RUN_ROOTS: set[Path] = set()
+
+
+def register_run_root(root: str | os.PathLike[str]) -> None:
+    """Make :func:`confined` check every write below ``root`` (a :class:`RunDir` does it)."""
+    _RUN_ROOTS.add(Path(os.path.abspath(root)))
+
+
+def confined(path: str | os.PathLike[str]) -> Path:
+    """``path``, after checking that a write there stays inside the run folder it lies under
+    (one :func:`register_run_root` named in this process): a symbolic link on the way (``trials/``
+    or ``final/`` pointing elsewhere, or the target itself) that leads out of the run is an
+    :class:`OutsideRunError` naming the path. Paths under no run folder are not checked.
+    Costs two ``resolve()`` calls; called before anything is created."""
+    path = Path(path)
+    absolute = path.absolute()  # ".." kept: "run/a/../../x" is checked against "run"
+    root = next((p for p in absolute.parents if p in _RUN_ROOTS), None)
+    if root is None:
+        return path
+    try:
+        real_root, real = root.resolve(), absolute.resolve()
+    except (OSError, RuntimeError) as e:  # a link loop
+        raise OutsideRunError(f"refusing to write {path}: its path cannot be resolved "
+                              f"({e})") from None
+    if real != real_root and real_root not in real.parents:
+        raise OutsideRunError(
+            f"refusing to write {path}: it leads out of the run folder {root} (to {real}, "
+            "through a symbolic link or '..'); replace the link by a real folder, or use "
+            "another --run")
+    return path
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -116,7 +156,7 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
-    path = Path(path)
+    path = confined(path)
     with refused_writes(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -166,7 +206,7 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
 
     An existing ``final`` is replaced only after the new one is complete.
     """
-    final = Path(final)
+    final = confined(final)
     with refused_writes(final):
         final.parent.mkdir(parents=True, exist_ok=True)
         _restore_interrupted_swap(final)
@@ -330,6 +370,7 @@ class RunDir:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        register_run_root(root)  # writes below it stay inside it: see confined()
 
     # -- layout ---------------------------------------------------------------------------
     @property
@@ -363,7 +404,7 @@ class RunDir:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".manifest.lock", "a+") as lock:
+        with open(confined(self.root / ".manifest.lock"), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield

@@ -178,3 +178,40 @@ def test_report_does_not_write_through_a_plots_link_out(tmp_path):
     with pytest.raises(UserError, match="escapes the run directory"):
         make_plots(load_run(run), studies=[])
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize(("command", "sub"), [("search", "trials"), ("train", "final")])
+def test_no_stage_writes_through_a_link_out_of_the_run(tiny_run, tmp_path, command, sub):
+    """A run folder whose ``trials/`` or ``final/`` links elsewhere: the stage that writes
+    there exits 2 naming the path, and nothing appears on the other side (the search stops
+    rather than failing trial after trial)."""
+    from lmalloc.testing.cli import invoke
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tiny_run / sub).symlink_to(outside, target_is_directory=True)
+    recipe = str(SRC / "configs" / "tiny.toml")
+    args = (["search", "--trials", "3", "--strategy", "random", "--pruner", "none"]
+            if command == "search" else ["train"])
+    code, out = invoke(*args, "--run", str(tiny_run), "--recipe", recipe)
+    assert code == 2, out
+    assert "refusing to write" in out and f"{tiny_run / sub}" in out
+    assert "leads out of the run folder" in out
+    assert list(outside.iterdir()) == []
+
+
+def test_lmalloc_run_stops_at_a_trials_link_out(tiny_corpus_dir, tmp_path):
+    """The whole pipeline: prepare and split run, the search's first write into the linked
+    ``trials/`` ends ``lmalloc run`` with exit 2, and nothing is written outside."""
+    from lmalloc.testing.cli import invoke
+
+    run, outside = tmp_path / "run", tmp_path / "elsewhere"
+    outside.mkdir()
+    run.mkdir()
+    (run / "trials").symlink_to(outside, target_is_directory=True)
+    code, out = invoke("run", "--run", str(run), "--data", str(tiny_corpus_dir), "--budget",
+                       "10m", "--hardware", "cpu", "--vocab-size", "300")
+    assert code == 2, out
+    assert f"refusing to write {run / 'trials'}" in out, out
+    assert list(outside.iterdir()) == []
+    assert (run / "data" / "data.json").exists()  # it got as far as the search

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from lmalloc.errors import UserError
 from lmalloc.rundir import (
+    OutsideRunError,
     RunDir,
     atomic_dir,
     atomic_write_json,
     atomic_write_text,
+    confined,
     read_json,
     safe_join,
 )
@@ -126,6 +129,43 @@ def test_safe_join_refuses_symlink_escape(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="escapes"):
         safe_join(tmp_path / "run", "link/passwd")
     assert safe_join(tmp_path / "run", "a/b") == (tmp_path / "run" / "a" / "b").resolve()
+
+
+@pytest.mark.parametrize("sub", ["trials", "final", "ladder"])
+def test_no_write_follows_a_link_out_of_a_run(tmp_path: Path, sub: str) -> None:
+    """A folder of the run that links elsewhere: every write helper refuses, naming the path,
+    before anything (a folder, a temp file) is created on the other side."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    run = RunDir(tmp_path / "run")
+    run.update_manifest(stages={})
+    (run.root / sub).symlink_to(outside, target_is_directory=True)
+    target = run.root / sub / "3" / "result.json"
+    with pytest.raises(OutsideRunError, match=f"refusing to write {re.escape(str(target))}"):
+        atomic_write_json(target, {"x": 1})
+    with pytest.raises(OutsideRunError, match="leads out of the run folder"):
+        with atomic_dir(run.root / sub / "checkpoint"):
+            pass
+    with pytest.raises(OutsideRunError):  # the link itself as the target
+        atomic_write_text(run.root / sub, "x")
+    with pytest.raises(OutsideRunError):  # ".." out of the run, no link needed
+        atomic_write_text(run.root / "a" / ".." / ".." / "escaped.txt", "x")
+    assert list(outside.iterdir()) == [] and not (tmp_path / "escaped.txt").exists()
+
+
+def test_links_inside_a_run_and_a_linked_run_folder_are_fine(tmp_path: Path) -> None:
+    real = tmp_path / "disk" / "run"
+    real.mkdir(parents=True)
+    (tmp_path / "run").symlink_to(real, target_is_directory=True)  # runs/x -> /mnt/x
+    run = RunDir(tmp_path / "run")
+    (real / "elsewhere").mkdir()
+    (real / "trials").symlink_to(real / "elsewhere", target_is_directory=True)
+    atomic_write_json(run.root / "trials" / "0" / "r.json", {"ok": 1})
+    assert read_json(real / "elsewhere" / "0" / "r.json") == {"ok": 1}
+    (tmp_path / "free").mkdir()  # under no run folder: not checked
+    (tmp_path / "free" / "l").symlink_to(tmp_path / "disk", target_is_directory=True)
+    atomic_write_text(tmp_path / "free" / "l" / "x.txt", "y")
+    assert confined(tmp_path / "free" / "l" / "x.txt") == tmp_path / "free" / "l" / "x.txt"
 
 
 def test_checksums_detect_alteration(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmalloc.rundir import MANIFEST, safe_join
+from lmalloc.rundir import MANIFEST, register_run_root, safe_join
 
 LOGGER = "lmalloc"
 RUN_LOG = "lmalloc.log"
@@ -169,6 +169,7 @@ def attach_run_log(run: str | os.PathLike[str] | None, create: bool = False) -> 
     if run is None:
         return None
     root = run_root(run)
+    register_run_root(root)  # no write of this command follows a link out of it
     if not root.is_dir():
         if not create:
             return None

@@ -230,10 +230,11 @@ def compress_run(run_dir: str | os.PathLike[str], budget_bytes: int,
     """
     from lmalloc.data.shards import TokenData
     from lmalloc.model.io import load_model
+    from lmalloc.rundir import RunDir
 
     s = settings or CompressSettings()
     t0 = time.perf_counter()
-    root = Path(run_dir)
+    root = RunDir(run_dir).root  # its writes stay inside the run (rundir.confined)
     original, cfg = load_model(root / "final")
     data = TokenData(root / "data")
     calib = Calibration.from_split(data.split("train"), s.calib_tokens, cfg.seq_len)

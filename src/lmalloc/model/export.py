@@ -32,7 +32,7 @@ import torch
 
 from lmalloc.errors import UserError
 from lmalloc.model.config import GPTConfig
-from lmalloc.rundir import atomic_dir
+from lmalloc.rundir import atomic_dir, register_run_root
 
 
 def hf_config(cfg: GPTConfig, tied: bool, eos_id: int | None = None,
@@ -177,6 +177,7 @@ def export_run(run_dir: str | os.PathLike[str], fmt: str = "hf",
     ``<model folder>/hf``. Returns what was written."""
     from lmalloc.model.io import find_tokenizer, load_model, model_dir
 
+    register_run_root(run_dir)  # the default output is inside it: no link out (confined)
     if fmt not in FORMATS:
         raise UserError(f"invalid format = {fmt!r}: expected one of {list(FORMATS)}")
     model, cfg = load_model(run_dir)

@@ -20,7 +20,7 @@ from lmalloc.errors import UserError
 from lmalloc.layout import SUMMARY_JSON
 from lmalloc.run.context import RunContext, RunOptions
 from lmalloc.run.stages import REGISTRY
-from lmalloc.rundir import read_json, refused_writes, remove_stale_temps
+from lmalloc.rundir import confined, read_json, refused_writes, remove_stale_temps
 
 
 def run_pipeline(run_dir: str | Path, options: RunOptions | None = None,
@@ -107,7 +107,7 @@ def changed_options(saved: dict[str, Any], mine: dict[str, Any]
 @contextlib.contextmanager
 def run_lock(root: Path) -> Iterator[None]:
     """Held for a whole ``lmalloc run``; a second one on the same directory is refused."""
-    path = root / ".run.lock"
+    path = confined(root / ".run.lock")
     with refused_writes(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         f = open(path, "a+")  # noqa: SIM115 - held for the whole run

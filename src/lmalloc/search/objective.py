@@ -31,7 +31,7 @@ from typing import Any
 import optuna
 
 from lmalloc.errors import UserError
-from lmalloc.rundir import RunDir
+from lmalloc.rundir import OutsideRunError, RunDir
 from lmalloc.search.space import SearchSpace
 from lmalloc.train.callbacks import Callback, StopTraining
 
@@ -289,6 +289,8 @@ class TrialObjective:
                 callbacks=[reporter],
                 resume=False,
             ).fit()
+        except OutsideRunError:  # the run folder's fault, not the trial's: stop the search
+            raise
         except Exception as e:  # a crash fails this trial only; the search goes on
             # the trainer turns an OOM in a training step into status "oom"; one elsewhere
             # (building the model, an evaluation) arrives here and is recorded as oom too

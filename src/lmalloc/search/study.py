@@ -33,7 +33,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from lmalloc.errors import UserError
-from lmalloc.rundir import RunDir, refused_writes
+from lmalloc.rundir import RunDir, confined, refused_writes
 from lmalloc.search.objective import Limits, TrialFailed, TrialObjective
 from lmalloc.search.space import SearchSpace
 
@@ -73,6 +73,8 @@ class SearchSettings:
 
 
 def storage_url(run_dir: str | Path, storage: str | None) -> str:
+    if storage is None:
+        confined(Path(run_dir) / "study.db")  # SQLite would follow a link out of the run
     return storage or f"sqlite:///{Path(run_dir).resolve() / 'study.db'}"
 
 
@@ -160,7 +162,7 @@ def _label_study(study: optuna.Study, s: SearchSettings, sampler: Any) -> None:
 @contextlib.contextmanager
 def local_search_lock(run_dir: str | Path) -> Iterator[None]:
     """Held by the one local search of a run; proves RUNNING trials of SQLite are orphans."""
-    path = Path(run_dir) / ".search.lock"
+    path = confined(Path(run_dir) / ".search.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         try:
