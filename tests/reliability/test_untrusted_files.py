@@ -180,8 +180,10 @@ def test_report_does_not_write_through_a_plots_link_out(tmp_path):
     assert list(outside.iterdir()) == []
 
 
-@pytest.mark.parametrize(("command", "sub"), [("search", "trials"), ("train", "final")])
-def test_no_stage_writes_through_a_link_out_of_the_run(tiny_run, tmp_path, command, sub):
+@pytest.mark.parametrize(("command", "sub", "workers"), [
+    ("search", "trials", "1"), ("search", "trials", "2"), ("train", "final", None)])
+def test_no_stage_writes_through_a_link_out_of_the_run(tiny_run, tmp_path, command, sub,
+                                                       workers):
     """A run folder whose ``trials/`` or ``final/`` links elsewhere: the stage that writes
     there exits 2 naming the path, and nothing appears on the other side (the search stops
     rather than failing trial after trial)."""
@@ -191,8 +193,8 @@ def test_no_stage_writes_through_a_link_out_of_the_run(tiny_run, tmp_path, comma
     outside.mkdir()
     (tiny_run / sub).symlink_to(outside, target_is_directory=True)
     recipe = str(SRC / "configs" / "tiny.toml")
-    args = (["search", "--trials", "3", "--strategy", "random", "--pruner", "none"]
-            if command == "search" else ["train"])
+    args = (["search", "--trials", "3", "--strategy", "random", "--pruner", "none",
+             "--workers", workers] if command == "search" else ["train"])
     code, out = invoke(*args, "--run", str(tiny_run), "--recipe", recipe)
     assert code == 2, out
     assert "refusing to write" in out and f"{tiny_run / sub}" in out

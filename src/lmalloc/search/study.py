@@ -325,6 +325,7 @@ def run_search(
     if s.backend not in ("local", "ray"):
         raise UserError(f"invalid backend = {s.backend!r}: expected local or ray")
     SearchSpace.from_dict(s.space)  # validate before anything is created
+    confined(RunDir(s.run_dir).trial(0))  # trials/ linking out: exit 2 here, not per worker
     url = storage_url(s.run_dir, s.storage)
     lock = (local_search_lock(s.run_dir) if _local(url) and not join_existing
             else contextlib.nullcontext())
