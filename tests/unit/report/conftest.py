@@ -89,7 +89,7 @@ def _ledger(upto: str) -> list[dict[str, Any]]:
     return rows
 
 
-def make_run(root: Path, upto: str = "summary", n_complete: int = 10,
+def make_run(root: Path, upto: str = "summary", n_complete: int = 20,
              params: tuple[str, ...] = ("lr", "warmup")) -> Path:
     """A run directory with the artifacts of every stage up to ``upto``."""
     root.mkdir(parents=True, exist_ok=True)

@@ -40,8 +40,8 @@ def healthy() -> dict[str, Any]:
                            "plain_params": params},
             "backtest": {"available": True, "held_out_N": 8e5, "inside": 3, "of": 3,
                          "mean_abs_error": 0.006}}
-    search = {"counts": {"complete": 12, "pruned": 20},
-              "trials": [{"state": "complete"}] * 12 + [{"state": "pruned"}] * 20}
+    search = {"counts": {"complete": 22, "pruned": 20},
+              "trials": [{"state": "complete"}] * 22 + [{"state": "pruned"}] * 20}
     plan = {"predicted": {"N": 2e5, "D": 4e6, "loss": {"value": 3.5, "low": 3.4, "high": 3.6,
                                                        "level": 0.9}},
             "allocation": {"sensitivity": [{"N_factor": 0.5, "delta_loss": 0.03},
@@ -74,7 +74,7 @@ def test_a_healthy_run_gets_only_ok_verdicts() -> None:
     assert {v.severity for v in found.values()} == {OK}, found
     assert "alpha = 0.34" in found["fit"].text and "16 ladder runs" in found["fit"].text
     assert "inside the ladder's sizes" in found["plan"].text
-    assert "12 trials of 32 completed (20 pruned)" in found["search"].text
+    assert "22 trials of 42 completed (20 pruned)" in found["search"].text
     assert "0.6 %" in found["backtest"].text and "3 of 3 inside" in found["backtest"].text
     assert "at most once" in found["data"].text
 
@@ -151,7 +151,7 @@ def test_search_counts(complete: int, started: int, severity: str) -> None:
     assert v.severity == severity
     assert f"{complete} trial{'s' if complete != 1 else ''} of {started} completed" in v.text
     if severity == WARNING:
-        assert "importances need at least 10" in v.text and "1 fail" in v.text
+        assert "importances need at least 20" in v.text and "1 fail" in v.text
 
 
 def test_search_counts_from_counts_alone() -> None:
