@@ -103,7 +103,7 @@ def fit_verdict(laws: dict[str, Any]) -> Verdict | None:
     exponent outside the sane range, E ≈ 0, or a coefficient its bootstrap cannot pin down."""
     fit = laws.get("parametric") or {}
     p = _params(laws)
-    if not p:
+    if not {"E", "A", "B", "alpha", "beta"} <= set(p):  # not an L(N, D) fit (e.g. L(C))
         return None
     deg = laws.get("degeneracy") or {}
     after = (deg.get("problems_after") if deg.get("remedy") else deg.get("problems"))
@@ -244,7 +244,8 @@ def _trained_share(plan: dict[str, Any], train: dict[str, Any] | None) -> float 
 def interval_verdict(plan: dict[str, Any], train: dict[str, Any]) -> Verdict | None:
     """Achieved own-validation loss inside or outside the predicted interval, and which way."""
     pred, got = plan.get("predicted", {}).get("loss"), train.get("val_loss")
-    if not pred or got is None or not math.isfinite(float(got)):
+    if not pred or got is None or not math.isfinite(float(got)) or None in (
+            pred.get("low"), pred.get("high")):
         return None
     got = float(got)
     where = vs_interval(got, pred.get("low"), pred.get("high"))

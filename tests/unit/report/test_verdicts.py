@@ -234,6 +234,16 @@ def test_stages_not_run_give_no_verdict() -> None:
     assert set(found) == {"fit", "backtest", "search"}
 
 
+def test_what_cannot_be_judged_is_left_out() -> None:
+    art = healthy()
+    art["laws"]["parametric"] = {"kind": "parametric", "law": "compute",
+                                 "params": {"E": 1.0, "A": 2.0, "alpha": 0.1}}
+    art["plan"]["predicted"]["loss"].update(low=None, high=None)
+    found = _by_topic(judge(**art))
+    assert "fit" not in found and "plan" not in found and "interval" not in found
+    assert "backtest" in found and "losses" in found
+
+
 def test_inputs_are_not_modified() -> None:
     art = healthy()
     before = copy.deepcopy(art)
