@@ -364,4 +364,4 @@ def losses_verdict(train: dict[str, Any], evaluation: dict[str, Any],
         f"Two validation losses, two samples of the val split: {own:.3f} {LOSS_UNIT} is the "
         f"final run's own validation ({n_own}; the loss the plan predicts), "
         f"{float(whole['loss']):.3f} is `lmalloc eval` on the whole split ({n_whole}); "
-        f"they differ by {gap:+.3f} because they score different text."))
+        f"they differ by {gap:+.3f}: the same model, scored on different text."))
