@@ -252,6 +252,10 @@ def interval_verdict(plan: dict[str, Any], train: dict[str, Any]) -> Verdict | N
     text = (f"The final run's own validation loss {got:.3f} {LOSS_UNIT} is {where} "
             f"(predicted {pred['value']:.3f}, {pred.get('level', 0.9):.0%} interval "
             f"{pred['low']:.3f} to {pred['high']:.3f})")
+    parts = (plan["predicted"].get("interval") or {}).get("parts")
+    text += ("; its width: " + ", ".join(f"{n} -{v['below']:.2g}/+{v['above']:.2g}"
+                                         for n, v in parts.items()) if parts else
+             "; it carries the law's bootstrap only (no seed or hyperparameter noise measured)")
     short = _trained_share(plan, train)
     severity = OK if where == "inside the interval" else PROBLEM
     if short is not None and short < SHORT_RUN:

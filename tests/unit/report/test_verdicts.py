@@ -169,6 +169,15 @@ def test_achieved_outside_the_interval_is_a_problem_with_its_direction(got: floa
     art["train"]["val_loss"] = got
     v = _by_topic(judge(**art))["interval"]
     assert v.severity == PROBLEM and words in v.text and "own validation loss" in v.text
+    assert "the law's bootstrap only" in v.text
+
+
+def test_the_interval_names_its_parts() -> None:
+    art = healthy()
+    art["plan"]["predicted"]["interval"] = {"parts": {"law": {"below": 0.08, "above": 0.09},
+                                                      "seed": {"below": 0.03, "above": 0.03}}}
+    v = _by_topic(judge(**art))["interval"]
+    assert "its width: law -0.08/+0.09, seed -0.03/+0.03" in v.text and v.severity == OK
 
 
 def test_a_final_run_cut_short_is_not_the_predicted_run() -> None:
