@@ -94,8 +94,9 @@ def _params(laws: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in (laws.get("parametric") or {}).get("params", {}).items()}
 
 
-def _problems(items: Sequence[dict[str, str]]) -> str:
-    return "; ".join(p["message"] for p in items)
+def _problems(items: Sequence[dict[str, str]], brief: bool = False) -> str:
+    """The problems' messages; ``brief``: only what was found, not what it means."""
+    return "; ".join(p["message"].split(": ")[0] if brief else p["message"] for p in items)
 
 
 def fit_verdict(laws: dict[str, Any]) -> Verdict | None:
@@ -118,7 +119,8 @@ def fit_verdict(laws: dict[str, Any]) -> Verdict | None:
         if deg.get("remedy") is None or deg.get("degenerate_after", is_degenerate(after)):
             still = f": {_problems(after)}" if after else ""
             return Verdict("fit", PROBLEM, (
-                f"The scaling-law fit is degenerate: {_problems(deg.get('problems', []))}. "
+                f"The scaling-law fit is degenerate: "
+                f"{_problems(deg.get('problems', []), brief=True)}. "
                 f"The remedy{prior} did not fix it{still}. The law ({law}) cannot be trusted "
                 "to choose N or to predict the loss; give a larger budget."))
         return Verdict("fit", WARNING, (
