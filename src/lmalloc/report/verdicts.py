@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -70,23 +70,36 @@ def judge(*, laws: dict[str, Any] | None = None, search: dict[str, Any] | None =
         train: the final run's entry in the manifest (``status``, ``tokens``, ``val_loss``).
         final_metrics: the final run's ``metrics.jsonl`` rows (train and eval).
     """
-    out: list[Verdict | None] = []
+    calls: list[tuple[str, Callable[[], Verdict | None]]] = []
     if laws is not None:
-        out += [fit_verdict(laws), backtest_verdict(laws.get("backtest"))]
+        calls += [("fit", lambda: fit_verdict(laws)),
+                  ("backtest", lambda: backtest_verdict(laws.get("backtest")))]
         if plan is not None:
-            out.append(floor_verdict(laws, plan))
+            calls.append(("plan", lambda: floor_verdict(laws, plan)))
     if search is not None:
-        out.append(search_verdict(search))
+        calls.append(("search", lambda: search_verdict(search)))
     if plan is not None and train is not None:
-        out.append(interval_verdict(plan, train))
+        calls.append(("interval", lambda: interval_verdict(plan, train)))
     if summary is not None:
-        out += [budget_verdict(summary), final_share_verdict(summary, plan, train)]
+        calls += [("budget", lambda: budget_verdict(summary)),
+                  ("final run", lambda: final_share_verdict(summary, plan, train))]
     if plan is not None:
-        out.append(data_verdict(plan, train, final_metrics))
+        calls.append(("data", lambda: data_verdict(plan, train, final_metrics)))
     if train is not None and evaluation is not None:
-        out.append(losses_verdict(train, evaluation, final_metrics))
-    found = [v for v in out if v is not None]
+        calls.append(("losses", lambda: losses_verdict(train, evaluation, final_metrics)))
+    found = [v for v in map(_guarded, calls) if v is not None]
     return sorted(found, key=lambda v: SEVERITIES.index(v.severity))
+
+
+def _guarded(call: tuple[str, Callable[[], Verdict | None]]) -> Verdict | None:
+    """One verdict; an artifact shaped otherwise than expected (written by another version,
+    edited by hand) is said as a warning instead of failing the report and the other verdicts."""
+    topic, fn = call
+    try:
+        return fn()
+    except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as e:
+        return Verdict(topic, WARNING, f"Could not be judged from the run's artifacts "
+                       f"({type(e).__name__}: {e}).")
 
 
 # -- the fit -----------------------------------------------------------------------------------

@@ -67,16 +67,24 @@ def stage_shares(manifest: dict[str, Any], unit: str) -> dict[str, dict[str, flo
             "train": {"share": float(split["final"]), "spent": spent.get("train", 0.0)}}
 
 
-def _optional(ctx: RunContext, name: str) -> Any:
-    path = ctx.run.path(name)
-    return read_json(path, name) if path.is_file() else None
+def _verdicts(ctx: RunContext, plan: dict[str, Any], summary: dict[str, Any],
+              final: dict[str, Any], evaluation: dict[str, Any],
+              metrics: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The report's verdicts (:func:`~lmalloc.report.verdicts.judge`), as the report has
+    them."""
+    search = ctx.run.path(SEARCH_JSON)
+    return [v.to_dict() for v in judge(
+        laws=read_json(ctx.run.path(LAWS_JSON), "laws file"),
+        search=read_json(search, "search summary") if search.is_file() else None,
+        plan=plan, summary=summary, train=final, evaluation=evaluation, final_metrics=metrics)]
 
 
 def write_summary(ctx: RunContext) -> None:
     plan = read_json(ctx.run.path(PLAN_JSON), "plan")
     m = ctx.run.manifest()
     final = m["stages"]["train"]
-    ev = read_json(ctx.run.path(EVAL_JSON), "evaluation")["perplexity"]["val"]
+    evaluation = read_json(ctx.run.path(EVAL_JSON), "evaluation")
+    ev = evaluation["perplexity"]["val"]
     pred = plan["predicted"]
     lo, hi = pred["loss"]["low"], pred["loss"]["high"]
     achieved = final.get("val_loss")
@@ -114,10 +122,6 @@ def write_summary(ctx: RunContext) -> None:
         "data": plan.get("data"),
         "recipe": {**asdict(ctx.recipe), "vocab_size": ctx.vocab},
     }
-    summary["verdicts"] = [v.to_dict() for v in judge(
-        laws=read_json(ctx.run.path(LAWS_JSON), "laws file"), search=_optional(ctx, SEARCH_JSON),
-        plan=plan, summary=summary, train=final, evaluation=read_json(ctx.run.path(EVAL_JSON),
-                                                                      "evaluation"),
-        final_metrics=metrics)]
+    summary["verdicts"] = _verdicts(ctx, plan, summary, final, evaluation, metrics)
     atomic_write_json(ctx.run.path(SUMMARY_JSON), summary)
     ctx.run.record_stage("summary", out=SUMMARY_JSON)

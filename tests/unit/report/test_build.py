@@ -102,6 +102,26 @@ def test_run_summary_carries_the_verdicts(run_factory: Callable[..., Path]) -> N
     assert doc["achieved"]["val_tokens"] == 4096 and doc["achieved"]["eval_tokens"] == 9000
 
 
+def test_an_unexpected_artifact_is_a_warning_not_a_lost_summary(run_factory: Callable[..., Path]
+                                                       ) -> None:
+    from lmalloc.run.context import RunContext, RunOptions
+    from lmalloc.run.summary import write_summary
+
+    root = run_factory("eval")
+    plan = json.loads((root / "plan.json").read_text())
+    plan["data"] = {"epochs": 2.0}  # a plan.json from elsewhere, without the token counts
+    (root / "plan.json").write_text(json.dumps(plan))
+    write_summary(RunContext(root, RunOptions(budget="2e13flops", hardware="cpu")))
+    doc = json.loads((root / "summary.json").read_text())
+    found = {v["topic"]: v for v in doc["verdicts"]}
+    assert found["data"] == {"topic": "data", "severity": "warning", "text": "Could not be "
+                             "judged from the run's artifacts (KeyError: 'unique_tokens')."}
+    assert found["interval"]["severity"] == "ok"  # the others are judged as before
+    (root / "study.db").unlink()  # fewer figures: faster
+    html = _html(build_report(root))  # the report builds too, saying the same
+    assert "<b>warning</b>data: Could not be judged from the run&#x27;s artifacts" in html
+
+
 def test_half_finished_run_reports_what_exists(run_factory: Callable[..., Path]) -> None:
     html = _html(build_report(run_factory("split")))
     for missing in ("Final training", "Evaluation", "Scaling-law fit", "Scaling ladder",
