@@ -120,16 +120,13 @@ def fit_verdict(laws: dict[str, Any]) -> Verdict | None:
     if not {"E", "A", "B", "alpha", "beta"} <= set(p):  # not an L(N, D) fit (e.g. L(C))
         return None
     deg = laws.get("degeneracy") or {}
-    after = (deg.get("problems_after") if deg.get("remedy") else deg.get("problems"))
-    if after is None:  # a laws.json without the degeneracy report: diagnose the law itself
-        rng = {k: tuple(v) for k, v in (fit.get("input_range") or {}).items()}
-        after = diagnose(p, rng) if {"N", "D"} <= set(rng) else []
+    after = _final_problems(laws)
     law = (f"alpha = {p['alpha']:.3g}, beta = {p['beta']:.3g}, E = {p['E']:.3g}, "
            f"A = {p['A']:.3g}, B = {p['B']:.3g} from {fit.get('n_points', '?')} ladder runs")
     spread = _unidentified(fit)
     if deg.get("degenerate"):
         prior = _prior_text(deg.get("prior"))
-        if deg.get("remedy") is None or deg.get("degenerate_after", is_degenerate(after)):
+        if still_degenerate(laws):
             still = f": {_problems(after)}" if after else ""
             return Verdict("fit", PROBLEM, (
                 f"The scaling-law fit is degenerate: "
@@ -138,8 +135,9 @@ def fit_verdict(laws: dict[str, Any]) -> Verdict | None:
                 "to choose N or to predict the loss; give a larger budget."))
         return Verdict("fit", WARNING, (
             f"The plain fit was degenerate ({_problems(deg.get('problems', []))}); the "
-            f"remedy{prior} fixed it ({law}), so the exponents lean on the prior as much as "
-            "on the ladder" + (f"; still: {_problems(after)}" if after else "") + spread + "."))
+            f"remedy{prior} fixed it ({law}), so the exponents rest partly on the prior, "
+            "not on the ladder alone" + (f"; still: {_problems(after)}" if after else "")
+            + spread + "."))
     if is_degenerate(after):  # a laws.json written without the remedy
         return Verdict("fit", PROBLEM, f"The scaling-law fit is degenerate and was not "
                        f"remedied: {_problems(after)} ({law}).")
@@ -149,6 +147,26 @@ def fit_verdict(laws: dict[str, Any]) -> Verdict | None:
                        f"{what} ({law}).")
     return Verdict("fit", OK, f"The scaling-law fit is sound: {law}, exponents inside the "
                    "sane range and every term resolved.")
+
+
+def _final_problems(laws: dict[str, Any]) -> list[dict[str, str]]:
+    """What is wrong with the law the run uses: after the remedy if one was applied; for a
+    laws.json without the degeneracy report, :func:`diagnose` on the law itself."""
+    deg = laws.get("degeneracy") or {}
+    after = deg.get("problems_after") if deg.get("remedy") else deg.get("problems")
+    if after is not None:
+        return list(after)
+    fit = laws.get("parametric") or {}
+    rng = {k: tuple(v) for k, v in (fit.get("input_range") or {}).items()}
+    return diagnose(_params(laws), rng) if {"N", "D"} <= set(rng) else []
+
+
+def still_degenerate(laws: dict[str, Any]) -> bool:
+    """Whether the law the run plans with is degenerate (the remedy, if any, did not fix it)."""
+    deg = laws.get("degeneracy") or {}
+    if deg.get("degenerate") and deg.get("remedy") is None:
+        return True
+    return bool(deg.get("degenerate_after", is_degenerate(_final_problems(laws))))
 
 
 def _prior_text(prior: dict[str, Any] | None) -> str:
@@ -186,8 +204,7 @@ def floor_verdict(laws: dict[str, Any], plan: dict[str, Any]) -> Verdict | None:
                  f"{N / hi:.1f}× the ladder's largest size ({hi:,.0f}): an extrapolation")
         return Verdict("plan", OK, f"The planned model (N = {N:,.0f}) lies {where}.")
     head = f"The planned model (N = {N:,.0f}) is the ladder's smallest size ({lo:,.0f})"
-    deg = laws.get("degeneracy") or {}
-    if deg.get("degenerate") and (deg.get("remedy") is None or deg.get("degenerate_after")):
+    if still_degenerate(laws):
         return Verdict("plan", PROBLEM, f"{head}: an artefact of the degenerate fit, not a "
                        "size the law prefers.")
     half = next((r for r in (plan.get("allocation") or {}).get("sensitivity") or []

@@ -112,8 +112,10 @@ def test_a_laws_file_without_the_remedy_report_is_diagnosed_itself() -> None:
     art = healthy()
     del art["laws"]["degeneracy"]
     art["laws"]["parametric"]["params"]["alpha"] = 10.0
-    fit = _by_topic(judge(**art))["fit"]
-    assert fit.severity == PROBLEM and "alpha = 10 is outside" in fit.text
+    art["plan"]["predicted"]["N"] = 5e4
+    found = _by_topic(judge(**art))
+    assert found["fit"].severity == PROBLEM and "alpha = 10 is outside" in found["fit"].text
+    assert found["plan"].severity == PROBLEM and "artefact" in found["plan"].text
 
 
 def test_unidentified_coefficient_and_vanishing_floor_are_warnings() -> None:
