@@ -49,6 +49,10 @@ def test_run_writes_every_stage_and_stays_in_budget(finished_run: Path) -> None:
     assert summary["achieved"]["status"] == "completed"
     assert 0 < summary["achieved"]["val_loss"] < 10
     assert summary["recipe"]["seq_len"] == final_cfg["train"]["seq_len"] == 32  # the recipe's
+    # the verdicts on the real artifacts: the same ones at the top of report.html
+    topics = {v["topic"] for v in summary["verdicts"]}
+    assert {"fit", "search", "interval", "budget", "final run", "losses"} <= topics
+    assert '<section id="verdicts"' in run.path("report.html").read_text()
     ladder = run.path("ladder.csv").read_text().splitlines()
     assert len(ladder) - 1 >= 8  # enough points for the 5-parameter fit
     split = run.manifest()["budget_split"]

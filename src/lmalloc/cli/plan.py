@@ -109,6 +109,8 @@ def _run_recipe(path: Path | None, **flags: Any) -> tuple[Recipe, int]:
 
 
 def _render_summary(s: dict[str, Any]) -> None:
+    from rich.markup import escape
+
     from lmalloc.layout import STAGES
     from lmalloc.report.words import BPB_UNIT, LOSS_UNIT, vs_interval
 
@@ -118,10 +120,13 @@ def _render_summary(s: dict[str, Any]) -> None:
                   f"{m['d_model']}), {a['D']:,} tokens, lr {a['lr']:.3g}, batch "
                   f"{a['batch_tokens']} tokens")
     pl = p["loss"]
+    whole = (f"{got['eval_loss']:.4f} {LOSS_UNIT}, " if got.get("eval_loss") is not None
+             else "")
     console.print(f"[bold]predicted[/] val loss {pl['value']:.4f} {LOSS_UNIT} [{pl['low']:.4f}, "
                   f"{pl['high']:.4f}]; [bold]achieved[/] {got['val_loss']:.4f} {LOSS_UNIT} "
+                  "on the final run's own validation sample "
                   f"({vs_interval(got['val_loss'], pl['low'], pl['high'])}); "
-                  f"{got['eval_bpb']:.4f} {BPB_UNIT} on the whole val split")
+                  f"{whole}{got['eval_bpb']:.4f} {BPB_UNIT} on the whole val split")
     d = s.get("deploy")
     if d:
         dl, got = d["predicted"]["loss"], d["achieved"]
@@ -135,7 +140,13 @@ def _render_summary(s: dict[str, Any]) -> None:
     total = s["budget"]["total"]
     console.print(f"[bold]budget[/] {s['budget']['text']}: spent "
                   f"{s['spent'][unit]:.4g} of {total:.4g} {unit}")
-    for w in s.get("warnings", []):
+    if "verdicts" in s:  # the fit's warnings are among them, with what they mean
+        for v in s["verdicts"]:
+            if v["severity"] != "ok":
+                style = "red" if v["severity"] == "problem" else "yellow"
+                console.print(f"[{style}]{v['severity']}:[/] {v['topic']}: "
+                              f"{escape(v['text'])}")
+    for w in [] if "verdicts" in s else s.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
     order = {name: i for i, name in enumerate(STAGES)}
     for stage, v in sorted(s["by_stage"].items(), key=lambda kv: order.get(kv[0], len(order))):

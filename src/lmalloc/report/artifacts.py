@@ -66,6 +66,7 @@ class RunArtifacts:
     search: dict[str, Any] | None = None
     ladder_rows: list[dict[str, float | str]] = field(default_factory=list)
     laws: dict[str, Any] | None = None
+    laws_doc: dict[str, Any] | None = None  # laws.json as plain JSON (what the verdicts read)
     plan: dict[str, Any] | None = None
     eval: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
@@ -257,6 +258,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunArtifacts:
 
         try:
             art.laws = load_laws(root / LAWS_JSON)
+            art.laws_doc = read_json(root / LAWS_JSON, "laws file")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise UserError(f"laws file {root / LAWS_JSON} is corrupt ({type(e).__name__}: "
                             f"{e}); delete it and rerun the fit") from None

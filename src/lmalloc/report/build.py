@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmalloc.layout import REPORT_HTML
-from lmalloc.report.artifacts import RunArtifacts, load_run, run_recipe
+from lmalloc.report.artifacts import RunArtifacts, load_run, read_metrics, run_recipe
 from lmalloc.report.page import Page, Section
 from lmalloc.report.plots import (
     Plot,
@@ -25,10 +25,13 @@ from lmalloc.report.plots import (
     make_plots,
     read_studies,
 )
-from lmalloc.report.words import LOSS_UNIT, vs_interval
+from lmalloc.report.verdicts import Verdict, judge
+from lmalloc.report.words import LOSS_UNIT, count_text, vs_interval
 from lmalloc.rundir import LEDGER_PARTS
 
 NOT_RUN = "not run yet"
+FINAL_LABELS = {"val_loss": f"own validation loss ({LOSS_UNIT})",
+                "val_bpb": "own validation bits/byte"}
 
 
 def build_report(run_dir: str | os.PathLike[str]) -> Path:
@@ -43,6 +46,7 @@ def build_report_detailed(run_dir: str | os.PathLike[str]
     studies = read_studies(art)
     plots = make_plots(art, studies=studies)
     page = Page(f"lmalloc run {art.root.resolve().name}")
+    page.verdicts((v.severity, v.topic, v.text) for v in run_verdicts(art))
     page.summary(summary_text(art))
     _budget(page.section("Budget", "budget"), art, plots)
     _prepare(page.section("Prepare: the data", "prepare"), art)
@@ -59,14 +63,15 @@ def build_report_detailed(run_dir: str | os.PathLike[str]
     return page.write(art.root / REPORT_HTML), plots
 
 
+def run_verdicts(art: RunArtifacts) -> list[Verdict]:
+    """The verdicts (:func:`~lmalloc.report.verdicts.judge`) on what the run has so far."""
+    final = art.root / "final" / "metrics.jsonl"
+    return judge(laws=art.laws_doc, search=art.search, plan=art.plan, summary=art.summary,
+                 train=art.stages.get("train"), evaluation=art.eval,
+                 final_metrics=read_metrics(final) if final.is_file() else ())
+
+
 # -- the summary -------------------------------------------------------------------------------
-def _count(x: float) -> str:
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if x >= div:
-            return f"{x / div:.3g}{unit}"
-    return f"{x:.3g}"
-
-
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -102,7 +107,8 @@ def summary_text(art: RunArtifacts) -> str:
     train = art.stages.get("train")
     secs = art.spent("train")["seconds"] if train else float(p.get("seconds", 0.0))
     when = "took" if train else "planned at"
-    text = (f"Train a {_count(float(p['N']))}-parameter model on {_count(float(p['D']))} tokens: "
+    text = (f"Train a {count_text(float(p['N']))}-parameter model on "
+            f"{count_text(float(p['D']))} tokens: "
             f"{when} {_duration(secs)} on {hardware_text(art)}; predicted validation loss "
             f"{loss['value']:.2f} {LOSS_UNIT} ({loss.get('level', 0.9):.0%} interval "
             f"{loss['low']:.2f}–{loss['high']:.2f}); ")
@@ -112,7 +118,8 @@ def summary_text(art: RunArtifacts) -> str:
         text += f"final run ended {train.get('status', '?')} with no validation loss."
     else:
         got = float(train["val_loss"])
-        text += (f"achieved {got:.2f} {LOSS_UNIT} ({vs_interval(got, loss['low'], loss['high'])}"
+        text += (f"achieved {got:.2f} {LOSS_UNIT} on its own validation sample "
+                 f"({vs_interval(got, loss['low'], loss['high'])}"
                  f"{'' if train.get('status') == 'completed' else ', ' + str(train['status'])}).")
     return f"{failed}{text} Budget: {_budget_text(art)}."
 
@@ -249,8 +256,12 @@ def _final(sec: Section, art: RunArtifacts, plots: dict[str, Plot | None]) -> No
         running = art.stage_state("train") == "running"
         sec.note(f"Final training: {'running (or interrupted)' if running else NOT_RUN}.")
     else:
-        keys = ("status", "steps", "tokens", "val_loss", "val_bpb", "reason")
-        sec.table(["quantity", "value"], [[k, train.get(k)] for k in keys if k in train])
+        sec.table(["quantity", "value"], [[FINAL_LABELS.get(k, k), train.get(k)] for k in
+                                          ("status", "steps", "tokens", "val_loss", "val_bpb",
+                                           "reason") if k in train],
+                  caption="The final run's own validation: the loss the plan predicts, on the "
+                          "first tokens of the val split the trainer evaluates (eval_tokens); "
+                          "the whole split's loss is under Evaluation")
     _figure(sec, plots["training_curves"], "no training has written metrics yet")
     _figure(sec, plots["predicted_vs_achieved"], "no plan, so no prediction, yet")
 
@@ -261,7 +272,10 @@ def _evaluation(sec: Section, art: RunArtifacts) -> None:
         return
     for name, value in art.eval.items():
         rows = list(_flatten(value))
-        sec.table(["metric", "value"], rows or [["(empty)", None]], caption=f"eval.json: {name}")
+        about = (": `lmalloc eval` on the whole split (perplexity.val: every val token, not "
+                 "the final run's own validation sample)" if name == "perplexity" else "")
+        sec.table(["metric", "value"], rows or [["(empty)", None]],
+                  caption=f"eval.json: {name}{about}")
 
 
 def _flatten(value: Any, prefix: str = "") -> Any:

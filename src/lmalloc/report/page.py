@@ -48,7 +48,13 @@ th{background:#f6f8fa}td.num{text-align:right}caption{caption-side:bottom;color:
  font-size:.9rem;text-align:left;padding-top:.3rem}
 figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
 figcaption{color:#57606a;font-size:.9rem}.note{color:#6e7781;font-style:italic}
+.verdicts ul{list-style:none;padding:0;margin:.5rem 0}.verdicts li{margin:.35rem 0;
+ padding:.35rem .8rem;border-left:4px solid}.verdicts b{text-transform:uppercase;
+ font-size:.8rem;margin-right:.4rem}.v-problem{border-color:#cf222e;background:#ffebe9}
+.v-warning{border-color:#9a6700;background:#fff8c5}.v-ok{border-color:#1a7f37;
+ background:#dafbe1}
 """
+_VERDICT_CLASSES = ("problem", "warning", "ok")
 
 
 def format_cell(value: object) -> str:
@@ -165,18 +171,35 @@ def _slug(title: str) -> str:
 class Page:
     """Builder of one self-contained HTML5 report page.
 
-    A summary paragraph in plain language comes first (what a reader who stops there must
-    know), then a table of contents, then the sections in the order they were created.
+    Verdicts come first (is the result to be trusted?), then a summary paragraph in plain
+    language (what a reader who stops there must know), then a table of contents, then the
+    sections in the order they were created.
     """
 
     def __init__(self, title: str) -> None:
         self.title = title
         self._summary: str | None = None
+        self._verdicts: list[tuple[str, str, str]] = []
         self._sections: list[Section] = []
 
     def summary(self, text: str) -> Page:
         self._summary = text
         return self
+
+    def verdicts(self, items: Iterable[tuple[str, str, str]]) -> Page:
+        """``(severity, topic, text)`` findings shown first, above the summary, each marked
+        by its severity in words as well as in colour (``problem``, ``warning`` or ``ok``)."""
+        for severity, topic, text in items:
+            if severity not in _VERDICT_CLASSES:
+                raise invalid("verdict severity", severity, ", ".join(_VERDICT_CLASSES))
+            self._verdicts.append((severity, topic, text))
+        return self
+
+    def _render_verdicts(self) -> str:
+        items = "".join(f'<li class="v-{sev}"><b>{sev}</b>{escape(topic)}: {escape(text)}</li>'
+                        for sev, topic, text in self._verdicts)
+        return (f'<section id="verdicts" class="verdicts"><h2>Verdicts</h2><ul>{items}</ul>'
+                "</section>")
 
     def section(self, title: str, id: str | None = None) -> Section:
         """Return the section with this title (or id), creating it at the end if new.
@@ -208,6 +231,8 @@ class Page:
             f"<title>{escape(self.title)}</title><style>{_CSS}</style></head><body>",
             f"<header><h1>{escape(self.title)}</h1></header>",
         ]
+        if self._verdicts:
+            parts.append(self._render_verdicts())
         if self._summary is not None:
             parts.append(f'<p class="summary">{escape(self._summary)}</p>')
         if self._sections:

@@ -23,6 +23,7 @@ import numpy as np
 
 from lmalloc.errors import UserError
 from lmalloc.report.artifacts import RunArtifacts
+from lmalloc.report.verdicts import MIN_IMPORTANCE_TRIALS
 from lmalloc.rundir import atomic_write_bytes, safe_join
 
 DPI = 110
@@ -364,8 +365,9 @@ def importance_skip_reason(studies: list[StudyTrials]) -> str | None:
         return "no search study in this run yet"
     complete = [t for t in s.trials if t["state"] == "complete"]
     params = {p for t in complete for p in t["params"]}
-    if len(complete) < 2:
-        return f"importances need at least 2 completed trials; the study has {len(complete)}"
+    if len(complete) < MIN_IMPORTANCE_TRIALS:
+        return (f"importances need at least {MIN_IMPORTANCE_TRIALS} completed trials to mean "
+                f"anything; the study has {len(complete)}")
     if len(params) < 2:
         return "importances need at least 2 searched hyperparameters; the study has " \
                f"{len(params)}"

@@ -16,3 +16,11 @@ def vs_interval(got: float, low: float | None, high: float | None) -> str:
     if high is not None and got > high:
         return f"OUTSIDE the interval: {got - high:.2f} above its upper end (worse than predicted)"
     return "inside the interval"
+
+
+def count_text(x: float) -> str:
+    """A count for reading: ``3.32M``, ``400k``, ``108``."""
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"

@@ -6,7 +6,16 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from lmalloc.layout import COMPRESSED_RESULT, EVAL_JSON, PLAN_JSON, SUMMARY_JSON
+from lmalloc.layout import (
+    COMPRESSED_RESULT,
+    EVAL_JSON,
+    LAWS_JSON,
+    PLAN_JSON,
+    SEARCH_JSON,
+    SUMMARY_JSON,
+)
+from lmalloc.report.artifacts import read_metrics
+from lmalloc.report.verdicts import judge
 from lmalloc.run.context import RunContext
 from lmalloc.rundir import atomic_write_json, ledger_by_stage, read_json
 from lmalloc.scaling.degeneracy import EXPONENT_RANGE
@@ -58,14 +67,30 @@ def stage_shares(manifest: dict[str, Any], unit: str) -> dict[str, dict[str, flo
             "train": {"share": float(split["final"]), "spent": spent.get("train", 0.0)}}
 
 
+def _verdicts(ctx: RunContext, plan: dict[str, Any], summary: dict[str, Any],
+              final: dict[str, Any], evaluation: dict[str, Any],
+              metrics: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The report's verdicts (:func:`~lmalloc.report.verdicts.judge`), as the report has
+    them."""
+    search = ctx.run.path(SEARCH_JSON)
+    return [v.to_dict() for v in judge(
+        laws=read_json(ctx.run.path(LAWS_JSON), "laws file"),
+        search=read_json(search, "search summary") if search.is_file() else None,
+        plan=plan, summary=summary, train=final, evaluation=evaluation, final_metrics=metrics)]
+
+
 def write_summary(ctx: RunContext) -> None:
     plan = read_json(ctx.run.path(PLAN_JSON), "plan")
     m = ctx.run.manifest()
     final = m["stages"]["train"]
-    ev = read_json(ctx.run.path(EVAL_JSON), "evaluation")["perplexity"]["val"]
+    evaluation = read_json(ctx.run.path(EVAL_JSON), "evaluation")
+    ev = evaluation["perplexity"]["val"]
     pred = plan["predicted"]
     lo, hi = pred["loss"]["low"], pred["loss"]["high"]
     achieved = final.get("val_loss")
+    metrics_path = ctx.run.final / "metrics.jsonl"
+    metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
+    own = [r for r in metrics if r.get("kind") == "eval" and r.get("val_tokens")]
     by_stage = ledger_by_stage(m.get("ledger", []))
     a = ctx.allowance
     summary = {
@@ -75,7 +100,11 @@ def write_summary(ctx: RunContext) -> None:
         "predicted": {"loss": pred["loss"], "bpb": pred["bpb"]},
         "achieved": {"val_loss": achieved, "val_bpb": final.get("val_bpb"),
                      "status": final.get("status"), "eval_bpb": ev["bpb"],
-                     "eval_loss": ev["loss"]},
+                     "eval_loss": ev["loss"],
+                     # val_*: the final run's own validation (the first val_tokens of the val
+                     # split, what the plan predicts); eval_*: lmalloc eval, the whole split
+                     "val_tokens": own[-1]["val_tokens"] if own else None,
+                     "eval_tokens": ev.get("tokens")},
         "within_interval": achieved is not None and math.isfinite(achieved)
         and lo is not None and hi is not None and lo <= achieved <= hi,
         "spent": ctx.run.spent(), "by_stage": by_stage,
@@ -93,5 +122,6 @@ def write_summary(ctx: RunContext) -> None:
         "data": plan.get("data"),
         "recipe": {**asdict(ctx.recipe), "vocab_size": ctx.vocab},
     }
+    summary["verdicts"] = _verdicts(ctx, plan, summary, final, evaluation, metrics)
     atomic_write_json(ctx.run.path(SUMMARY_JSON), summary)
     ctx.run.record_stage("summary", out=SUMMARY_JSON)

@@ -23,6 +23,8 @@ PARAMS = {"E": 1.8, "A": 40.0, "B": 90.0, "alpha": 0.34, "beta": 0.28}
 N_FINAL, D_FINAL = 4.0e5, 6.0e6
 ACHIEVED = 3.45
 MODEL = {"vocab_size": 512, "n_layer": 2, "n_head": 2, "d_model": 64, "seq_len": 64}
+BACKTEST = {"available": True, "held_out_N": 2e5, "inside": 3, "of": 3,
+            "mean_abs_error": 0.004, "points": []}
 
 
 def law_loss(N: float, D: float) -> float:
@@ -50,7 +52,7 @@ def _metrics(path: Path, N: float, tokens: int, steps: int = 12, partial: bool =
         rows.append({"kind": "train", "step": s, "tokens": t, "flops": 6 * N * t,
                      "seconds": 0.1 * s, "loss": law_loss(N, t) + 0.05})
     rows.append({"kind": "eval", "step": steps, "tokens": tokens, "flops": 6 * N * tokens,
-                 "seconds": 0.1 * steps, "val_loss": law_loss(N, tokens),
+                 "seconds": 0.1 * steps, "val_loss": law_loss(N, tokens), "val_tokens": 4096,
                  "val_bpb": law_loss(N, tokens) / 2.4})
     rows.append({"kind": "end", "step": steps, "status": "completed"})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,7 @@ def _ledger(upto: str) -> list[dict[str, Any]]:
     return rows
 
 
-def make_run(root: Path, upto: str = "summary", n_complete: int = 4,
+def make_run(root: Path, upto: str = "summary", n_complete: int = 20,
              params: tuple[str, ...] = ("lr", "warmup")) -> Path:
     """A run directory with the artifacts of every stage up to ``upto``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,9 @@ def make_run(root: Path, upto: str = "summary", n_complete: int = 4,
             _metrics(root / "ladder" / str(j) / "stable" / "metrics.jsonl", N, 400_000)
         (root / "ladder.csv").write_text("\n".join(lines) + "\n")
     if k >= ORDER.index("fit"):
-        save_laws(root / "laws.json", {"parametric": _fit(), "warnings": []})
+        save_laws(root / "laws.json", {"parametric": _fit(), "warnings": [], "degeneracy": {
+            "degenerate": False, "problems": [], "remedy": None, "prior": None,
+            "plain_params": dict(PARAMS)}, "backtest": BACKTEST})
     if k >= ORDER.index("plan"):
         v = law_loss(N_FINAL, D_FINAL)
         loss = {"value": v, "low": v - 0.1, "high": v + 0.2, "level": 0.9}
@@ -126,6 +130,8 @@ def make_run(root: Path, upto: str = "summary", n_complete: int = 4,
             "predicted": {"N": N_FINAL, "D": D_FINAL, "flops": 1.44e13, "seconds": 620.0,
                           "memory_bytes": 2e8, "loss": loss,
                           "bpb": {"value": 1.3, "low": 1.2, "high": 1.4, "level": 0.9}},
+            "data": {"tokens": D_FINAL, "unique_tokens": 1.1e7, "epochs": D_FINAL / 1.1e7,
+                     "effective_tokens": D_FINAL},
             "allocation": {"sensitivity": [
                 {"N_factor": 0.5, "N": 2e5, "D": 1.2e7, "loss": loss, "delta_loss": 0.02}]}})
     if k >= ORDER.index("train"):
@@ -138,7 +144,12 @@ def make_run(root: Path, upto: str = "summary", n_complete: int = 4,
             "perplexity": {"val": {"loss": 3.1, "bpb": 1.3, "tokens": 9000}},
             "tasks": {"sst2": {"accuracy": 0.71, "f1": 0.69, "n": 200}}})
     if k >= ORDER.index("summary"):
-        atomic_write_json(root / "summary.json", {"achieved": {"val_loss": ACHIEVED}})
+        atomic_write_json(root / "summary.json", {
+            "achieved": {"val_loss": ACHIEVED}, "budget": {"unit": "flops", "total": 2e13},
+            "shares": {"search": {"share": 1e12, "spent": 4e11},
+                       "ladder": {"share": 3.6e12, "spent": 2e12},
+                       "train": {"share": 1.6e13, "spent": 1.44e13}},
+            "final_share": None, "ladder_dropped": []})
     atomic_write_json(root / "manifest.json", {
         "stages": stages, "ledger": _ledger(upto), "artifacts": {},
         "run_options": {"budget": "2e13flops", "hardware": None},

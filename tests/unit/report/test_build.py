@@ -48,11 +48,83 @@ def test_finished_run_report(built: Path) -> None:
     summary = re.search(r'<p class="summary">(.*?)</p>', html, re.S)
     assert summary is not None
     text = summary.group(1)
-    assert "400k-parameter model on 6M tokens" in text and "achieved 3.45" in text
+    assert "400k-parameter model on 6M tokens" in text
+    assert "achieved 3.45 nats/token on its own validation sample" in text
     assert "inside the interval" in text and "1 × local (cpu)" in text
     assert "sst2.accuracy" in html and "0.71" in html  # eval.json's tasks, generically
     assert "Compression: not run yet." in html
     assert "optuna-dashboard --host 127.0.0.1 sqlite:///" in html
+
+
+def test_verdicts_come_first(built: Path) -> None:
+    html = _html(built / "report.html")
+    block = re.search(r'<section id="verdicts" class="verdicts"><h2>Verdicts</h2><ul>(.*?)</ul>',
+                      html, re.S)
+    assert block is not None
+    assert html.index('id="verdicts"') < html.index('class="summary"') < html.index("<nav")
+    items = re.findall(r'<li class="v-(\w+)"><b>\1</b>([^:]+):', block.group(1))
+    assert {topic for _, topic in items} >= {"fit", "search", "interval", "budget", "losses"}
+    assert {sev for sev, _ in items} == {"ok"}  # the synthetic run is healthy
+    assert "own validation loss (nats/token)" in html  # the final run's table, labelled
+    assert "on the whole split (perplexity.val: every val token" in html
+
+
+def test_degenerate_fit_is_a_problem_at_the_top(finished: Path, tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    shutil.copytree(finished, root)
+    laws = json.loads((root / "laws.json").read_text())
+    laws["degeneracy"] = {"degenerate": True, "remedy": "map", "degenerate_after": True,
+                          "prior": {"mean": {"alpha": 0.34, "beta": 0.28}, "sd": 0.15,
+                                    "source": "Hoffmann et al. 2022"},
+                          "problems": [{"code": "exponent", "message": "alpha = 10 is outside "
+                                        "[0.02, 2.0]"}],
+                          "problems_after": [{"code": "vanished", "message": "A vanished"}]}
+    (root / "laws.json").write_text(json.dumps(laws))
+    (root / "study.db").unlink()  # fewer figures: faster
+    html = _html(build_report(root))
+    first = re.search(r'<section id="verdicts".*?<li class="v-(\w+)"><b>\w+</b>(.*?)</li>',
+                      html, re.S)
+    assert first is not None and first.group(1) == "problem"
+    assert first.group(2).startswith("fit: The scaling-law fit is degenerate: alpha = 10")
+    assert "sd 0.15" in first.group(2) and "did not fix it: A vanished" in first.group(2)
+
+
+def _write_summary(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The summary stage on a synthetic run, which has no token shards to read the
+    vocabulary from: the model's is given."""
+    from lmalloc.run.context import RunContext, RunOptions
+    from lmalloc.run.summary import write_summary
+
+    monkeypatch.setattr(RunContext, "vocab", property(lambda _self: 512))
+    write_summary(RunContext(root, RunOptions(budget="2e13flops", hardware="cpu")))
+
+
+def test_run_summary_carries_the_verdicts(run_factory: Callable[..., Path],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    root = run_factory("eval")
+    _write_summary(root, monkeypatch)
+    doc = json.loads((root / "summary.json").read_text())
+    found = {v["topic"]: v for v in doc["verdicts"]}
+    assert found["interval"]["severity"] == "ok" and "3.450" in found["interval"]["text"]
+    assert found["losses"]["text"].startswith("Two validation losses")
+    assert doc["achieved"]["val_tokens"] == 4096 and doc["achieved"]["eval_tokens"] == 9000
+
+
+def test_an_unexpected_artifact_is_a_warning_not_a_lost_summary(
+        run_factory: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    root = run_factory("eval")
+    plan = json.loads((root / "plan.json").read_text())
+    plan["data"] = {"epochs": 2.0}  # a plan.json from elsewhere, without the token counts
+    (root / "plan.json").write_text(json.dumps(plan))
+    _write_summary(root, monkeypatch)
+    doc = json.loads((root / "summary.json").read_text())
+    found = {v["topic"]: v for v in doc["verdicts"]}
+    assert found["data"] == {"topic": "data", "severity": "warning", "text": "Could not be "
+                             "judged from the run's artifacts (KeyError: 'unique_tokens')."}
+    assert found["interval"]["severity"] == "ok"  # the others are judged as before
+    (root / "study.db").unlink()  # fewer figures: faster
+    html = _html(build_report(root))  # the report builds too, saying the same
+    assert "<b>warning</b>data: Could not be judged from the run&#x27;s artifacts" in html
 
 
 def test_half_finished_run_reports_what_exists(run_factory: Callable[..., Path]) -> None:

@@ -104,14 +104,29 @@ def test_user_text_is_escaped_everywhere() -> None:
     evil = '<script>alert("x")</script>'
     page = Page(evil)
     page.summary(evil)
+    page.verdicts([("problem", evil, evil)])
     sec = page.section(evil)
     sec.paragraph(evil).note(evil).table([evil], [[evil]], caption=evil)
     sec.figure(PNG, caption=evil, alt=evil)
     html = page.render()
     assert "<script" not in html
     escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"
-    # title, h1, summary, toc, h2, paragraph, note, th, td, caption, alt, figcaption
-    assert html.count(escaped) == 12
+    # title, h1, verdict topic and text, summary, toc, h2, paragraph, note, th, td, caption,
+    # alt, figcaption
+    assert html.count(escaped) == 14
+
+
+def test_verdicts_come_first_and_say_their_severity_in_words() -> None:
+    page = Page("p").summary("the summary")
+    page.section("s").paragraph("body")
+    page.verdicts([("warning", "search", "2 trials of 33 completed"), ("ok", "fit", "sound")])
+    html = page.render()
+    assert html.index('id="verdicts"') < html.index("the summary") < html.index("<p>body</p>")
+    assert '<li class="v-warning"><b>warning</b>search: 2 trials of 33 completed</li>' in html
+    assert '<li class="v-ok"><b>ok</b>fit: sound</li>' in html
+    assert 'id="verdicts"' not in Page("q").summary("s").render()  # none given: no block
+    with pytest.raises(UserError, match="verdict severity"):
+        page.verdicts([("fatal", "fit", "x")])
 
 
 def test_png_and_svg_round_trip_through_data_uris(tmp_path: Path) -> None:

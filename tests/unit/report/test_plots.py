@@ -51,8 +51,9 @@ def test_compression_front_from_results(finished: Path, tmp_path: Path) -> None:
 
 
 def test_importances_skip_reasons(run_factory: Callable[..., Path]) -> None:
-    one = plots.read_studies(load_run(run_factory("search", n_complete=1)))
-    assert "2 completed trials" in (plots.importance_skip_reason(one) or "")
+    few = plots.read_studies(load_run(run_factory("search", n_complete=19)))
+    assert "at least 20 completed trials" in (plots.importance_skip_reason(few) or "")
+    assert "the study has 19" in (plots.importance_skip_reason(few) or "")
     single = plots.read_studies(load_run(run_factory("ladder", params=("lr",))))
     assert "hyperparameters" in (plots.importance_skip_reason(single) or "")
     assert plots.importance_skip_reason([]) == "no search study in this run yet"
@@ -67,7 +68,7 @@ def test_study_reads_with_optunas_own_api(finished: Path) -> None:
     summaries = optuna.get_all_study_summaries(url)
     assert [s.study_name for s in summaries] == ["explore"]
     study = optuna.load_study(study_name="explore", storage=url)
-    assert len(study.trials) == 7 and study.best_value < 3.0
+    assert len(study.trials) == 23 and study.best_value < 3.0
 
 
 def test_frontier_matches_the_closed_form(finished: Path) -> None:

@@ -74,3 +74,27 @@ def test_run_printout_lists_stage_times_in_pipeline_order_with_units(capsys) -> 
         < out.index("report ")
     assert "4.3000 nats/token" in out and "1.5000 bits/byte" in out
     assert "0.20 above its upper end (worse than predicted)" in out
+
+
+def test_run_printout_names_both_losses_and_says_the_verdicts(capsys) -> None:
+    from lmalloc.cli.plan import _render_summary
+
+    s = {"allocation": {"N": 100_672, "D": 21_583_872, "lr": 2e-3, "batch_tokens": 2048,
+                        "model": {"n_layer": 2, "d_model": 64}},
+         "predicted": {"loss": {"value": 3.77, "low": 3.11, "high": 4.25}},
+         "achieved": {"val_loss": 3.85, "eval_loss": 3.38, "eval_bpb": 1.47},
+         "budget": {"unit": "seconds", "total": 900.0, "text": "15m"},
+         "spent": {"seconds": 880.0}, "by_stage": {},
+         "warnings": ["the fitted exponent alpha = 10 is outside [0.02, 2.0]"],
+         "verdicts": [{"topic": "fit", "severity": "problem",
+                       "text": "The scaling-law fit is degenerate (alpha = 10 is outside "
+                               "[0.02, 2.0])"},
+                      {"topic": "backtest", "severity": "ok", "text": "Fitted without"}]}
+    _render_summary(s)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "achieved 3.8500 nats/token on the final run's own validation sample" in out
+    assert "3.3800 nats/token, 1.4700 bits/byte on the whole val split" in out
+    assert "problem: fit: The scaling-law fit is degenerate (alpha = 10 is outside [0.02, " \
+           "2.0])" in out
+    assert "Fitted without" not in out  # ok verdicts stay in the report
+    assert out.count("alpha = 10") == 1  # the fit's warning is said once, by its verdict
