@@ -76,7 +76,8 @@ def to_bpb(loss: Estimate, tokens_per_byte: float) -> Estimate:
 def make_plan(
     fit: ParametricFit, *, amount: float, unit: str, hardware: HardwareProfile,
     vocab_size: int, recipe: Recipe, lr: float, warmup: float, mup_base_width: int | None,
-    tokens_per_byte: float, memory_bytes: float | None = None, source: str = "",
+    tokens_per_byte: float, mup_base_depth: int | None = None,
+    memory_bytes: float | None = None, source: str = "",
     time_scale: float = 1.0, deploy: Deploy | None = None, unique_tokens: float | None = None,
     seed_sd: float | None = None, hp_laws: HyperparameterLaws | None = None,
 ) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def make_plan(
     if seed_sd is not None or hp_laws is not None:
         interval = _widened(chosen.loss, seed_sd, hp_laws, chosen.flops)
         loss = Estimate(chosen.loss.value, interval["low"], interval["high"], chosen.loss.level)
-    model = {**chosen.model, "mup_base_width": mup_base_width}
+    model = {**chosen.model, "mup_base_width": mup_base_width, "mup_base_depth": mup_base_depth}
     D = int(chosen.D)
     steps = D // recipe.batch_tokens
     train = recipe.train_config(
@@ -146,6 +147,7 @@ def make_plan(
                         "micro_batch": chosen.micro_batch,
                         "activation_checkpointing": chosen.activation_checkpointing},
         "hyperparameters": {"lr": lr, "warmup": warmup, "mup_base_width": mup_base_width,
+                            "mup_base_depth": mup_base_depth,
                             "batch_tokens": recipe.batch_tokens, "source": source,
                             "lr_source": lr_source},
         "budget": {"amount": amount, "unit": unit, "hardware": hardware.name},
@@ -269,7 +271,7 @@ def plan_from_run(run_dir: str | Path, budget: str, hardware: str | None = None,
     plan = make_plan(
         fit, amount=amount, unit=unit, hardware=hw,
         vocab_size=TokenData(run.data).vocab_size, recipe=recipe, lr=found.lr,
-        warmup=found.warmup, mup_base_width=found.base_width,
+        warmup=found.warmup, mup_base_width=found.base_width, mup_base_depth=found.base_depth,
         tokens_per_byte=data.num_tokens / max(1, data.num_bytes), memory_bytes=b.memory_bytes,
         source=f"{run.root}: search at width {found.base_width}, μP; batch from "
                + ("the run's batch law" if hp_laws is not None and hp_laws.batch is not None

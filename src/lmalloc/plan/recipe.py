@@ -133,6 +133,13 @@ class SearchResult:
     def base_width(self) -> int:
         return int(self.proxy["d_model"])
 
+    @property
+    def base_depth(self) -> int | None:
+        """The proxy's depth when the search ran under CompleteP (None: width-only μP, as
+        runs made before depth transfer was on)."""
+        d = self.proxy.get("mup_base_depth")
+        return None if d is None else int(d)
+
     @classmethod
     def load(cls, path: str | Path, recipe: Recipe) -> SearchResult:
         """Read ``search.json``; a missing warmup is the recipe's."""

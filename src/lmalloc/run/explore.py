@@ -6,8 +6,9 @@ by run (a finished stable run or cooldown branch leaves ``result.json`` and is n
 an interrupted one resumes from its checkpoint).
 
 **Hyperparameter transfer.** The search tunes the learning rate and warmup on the ladder's
-smallest model under μP (``mup_base_width`` = that model's width), so the same learning rate
-is used unchanged by every wider ladder model and by the final run (``lmalloc.model.gpt``
+smallest model under μP (``mup_base_width`` = that model's width) and CompleteP
+(``mup_base_depth`` = its depth), so the same learning rate is used unchanged by every wider
+and deeper ladder model and by the final run (``lmalloc.model.gpt``
 documents the μP rules; the transfer is tested in ``tests/integration/test_mup_transfer.py``).
 Batch size is held fixed at the run's recipe: with one batch size per exploration a batch-size
 law cannot be fitted (see the closing note of the planner issue).
@@ -216,7 +217,8 @@ def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
                      allow: LadderAllowance | None = None,
                      on_size: Callable[[], None] | None = None,
                      say: Callable[[str], None] = lambda _m: None,
-                     min_sizes: int = MIN_SIZES) -> list[dict[str, Any]]:
+                     min_sizes: int = MIN_SIZES,
+                     mup_base_depth: int | None = None) -> list[dict[str, Any]]:
     """Train every ladder size and branch (smallest first); write ``ladder.csv``; return its
     rows.
 
@@ -254,7 +256,8 @@ def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
         # the fit needs MIN_FIT_POINTS points: those the later sizes cannot give are kept here
         # even past the share (the final run's note then says what that cost)
         must_keep = max(0, MIN_FIT_POINTS - planned(kept[i + 1:]))
-        model = {**kept[i].model, "mup_base_width": mup_base_width}
+        model = {**kept[i].model, "mup_base_width": mup_base_width,
+                 "mup_base_depth": mup_base_depth}
         rows.extend(_ladder_size(run, i, replace(kept[i], model=model), recipe, train, cost,
                                  allow, say, must_keep))
         if on_size is not None:
@@ -272,6 +275,7 @@ def run_ladder_stage(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float,
 
 def run_seed_repeat(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float, warmup: float,
                     mup_base_width: int, cost: CostFn, rows: list[dict[str, Any]],
+                    mup_base_depth: int | None = None,
                     allowed: float = float("inf")) -> dict[str, Any] | None:
     """Train the smallest size's shortest branch again with another seed (a fresh WSD run with
     the branch's lr schedule in tokens: the same warmup tokens, peak lr and cooldown), so the
@@ -287,7 +291,7 @@ def run_seed_repeat(run: RunDir, ladder: Ladder, recipe: Recipe, lr: float, warm
     cfg = GPTConfig.from_dict(small.model)
     if not first or warm + b.cooldown_tokens >= b.tokens or cost(cfg, float(b.tokens)) > allowed:
         return None
-    model = {**small.model, "mup_base_width": mup_base_width}
+    model = {**small.model, "mup_base_width": mup_base_width, "mup_base_depth": mup_base_depth}
     train = recipe.train_config(lr=lr, warmup=float(max(warm, 1.0)), max_tokens=b.tokens,
                                 cooldown_frac=b.cooldown_tokens / b.tokens,
                                 seed=recipe.seed + 1)

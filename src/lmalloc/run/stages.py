@@ -161,7 +161,10 @@ def search(ctx: RunContext) -> None:
     recipe, unit = ctx.recipe, ctx.allowance.unit
     share = float(_split_doc(ctx)["search_budget"])
     smallest = min(Ladder.from_dict(_split_doc(ctx)["ladder"]).runs, key=lambda r: r.N)
-    proxy = {**smallest.model, "mup_base_width": smallest.model["d_model"]}
+    # μP in width and CompleteP in depth around the proxy: the learning rate found here
+    # transfers to the ladder's and the final run's wider *and* deeper shapes
+    proxy = {**smallest.model, "mup_base_width": smallest.model["d_model"],
+             "mup_base_depth": smallest.model["n_layer"]}
     trial_tokens = max(4 * recipe.batch_tokens, tokens_within(
         GPTConfig.from_dict(proxy), share / 8, ctx.cost(recipe.evals_per_run),
         recipe.batch_tokens))
@@ -195,10 +198,11 @@ def ladder(ctx: RunContext) -> None:
     allow = LadderAllowance(share, a.unit, scale=ctx.time_scale)
     with BudgetBar(ctx.run, "ladder", share, a.unit, ctx.progress) as bar:
         rows = run_ladder_stage(ctx.run, design, ctx.recipe, lr=found.lr, warmup=found.warmup,
-                                mup_base_width=found.base_width, cost=ctx.cost(calibrated=False),
+                                mup_base_width=found.base_width,
+                                mup_base_depth=found.base_depth, cost=ctx.cost(calibrated=False),
                                 allow=allow, on_size=bar.update, say=ctx.say)
         repeat = run_seed_repeat(ctx.run, design, ctx.recipe, found.lr, found.warmup,
-                                 found.base_width, ctx.cost(), rows,
+                                 found.base_width, ctx.cost(), rows, found.base_depth,
                                  allowed=share - a.spent("ladder"))
     ctx.run.record_stage("ladder", out=LADDER_CSV, points=len(rows), share=share,
                          time_scale=ctx.time_scale(),
@@ -335,7 +339,8 @@ def plan(ctx: RunContext) -> None:
     doc = make_plan(
         law, amount=amount, unit=a.unit, hardware=ctx.hardware, vocab_size=ctx.vocab,
         recipe=ctx.recipe, lr=found.lr, warmup=found.warmup, mup_base_width=found.base_width,
-        tokens_per_byte=ctx.tokens_per_byte, memory_bytes=a.memory,
+        mup_base_depth=found.base_depth, tokens_per_byte=ctx.tokens_per_byte,
+        memory_bytes=a.memory,
         source="search at the ladder's smallest width, μP", time_scale=ctx.time_scale(),
         deploy=None if a.deploy is None else Deploy(a.deploy, load_precision_law(ctx.run)),
         unique_tokens=float(TokenData(ctx.run.data).split("train").num_tokens),

@@ -43,10 +43,12 @@ def test_tokens_within_inverts_the_cost() -> None:
 def test_flops_plan_spends_the_budget_with_trainable_settings(fit) -> None:  # type: ignore
     plan = make_plan(fit, amount=1e15, unit="flops", hardware=get_hardware("cpu"),
                      vocab_size=4096, recipe=RECIPE, lr=0.01, warmup=0.05,
-                     mup_base_width=64, tokens_per_byte=0.3)
+                     mup_base_width=64, tokens_per_byte=0.3, mup_base_depth=2)
     cfg = GPTConfig(vocab_size=4096, **{k: v for k, v in plan["model"].items()
                                         if k != "vocab_size"})
     train = TrainConfig.from_dict(plan["train"])  # the trainer accepts it as is
+    # CompleteP: the searched lr is the proxy depth's, and the final model scales from it
+    assert cfg.mup_base_depth == 2 and plan["hyperparameters"]["mup_base_depth"] == 2
     assert train.max_tokens == plan["predicted"]["D"]
     assert train.max_tokens % RECIPE.batch_tokens == 0
     spent = train_flops_per_token(cfg) * train.max_tokens

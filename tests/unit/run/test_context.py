@@ -83,6 +83,10 @@ def test_search_result_reads_search_json_once_with_the_recipe_warmup(tmp_path: P
     found = SearchResult.load(path, RECIPE)
     assert (found.lr, found.warmup, found.base_width) == (0.02, RECIPE.warmup, 48)
     assert found.trials == [{"tokens": 1, "seconds": 2}]
+    assert found.base_depth is None  # a search from before depth transfer: width-only μP
+    path.write_text(json.dumps({"best_params": {"lr": 0.02},
+                                "proxy": {"d_model": 48, "mup_base_depth": 2}}))
+    assert SearchResult.load(path, RECIPE).base_depth == 2
 
 
 def test_the_recipe_shares_the_train_configs_defaults() -> None:
