@@ -160,6 +160,7 @@ class _ReportToPruner(Callback):
         self.cost = cost
         self.rungs = rung_tokens(max_tokens) if pareto and not self.single and max_tokens else []
         self.recorded: dict[str, float] = {}
+        self.reported: set[int] = set()
 
     def on_eval(self, trainer: Any, row: dict[str, Any]) -> None:
         value = row.get(self.metric)
@@ -167,6 +168,9 @@ class _ReportToPruner(Callback):
             return
         tokens = int(row["tokens"])
         if self.single:
+            if tokens in self.reported:  # the run's closing evaluation at its last interim
+                return                   # step: Optuna would ignore it, with a warning
+            self.reported.add(tokens)
             self.trial.report(float(value), step=tokens)
             if self.trial.should_prune():
                 raise StopTraining("pruned", f"pruned at {tokens} tokens ({value:.4f})")

@@ -107,3 +107,17 @@ def test_single_objective_reports_to_optuna_and_pareto_off_never_prunes() -> Non
             cb.on_eval(None, {"val_bpb": value, "tokens": tokens})
         pareto.tell(trial, [value, 1.0])
     assert all(t.state == TrialState.COMPLETE for t in pareto.trials)
+
+
+def test_a_second_evaluation_at_a_reported_step_is_not_reported_again() -> None:
+    """The closing evaluation lands on the last interim step: Optuna would ignore it and warn."""
+    import warnings
+
+    study = optuna.create_study()
+    trial = study.ask()
+    cb = _ReportToPruner(trial, "val_bpb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna's "already reported" UserWarning fails here
+        cb.on_eval(None, {"val_bpb": 2.0, "tokens": 100})
+        cb.on_eval(None, {"val_bpb": 1.9, "tokens": 100})
+    assert study.trials[0].intermediate_values == {100: 2.0}
