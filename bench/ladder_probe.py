@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import time
 from pathlib import Path
 
 from lmalloc.plan.recipe import Recipe, SearchResult
-from lmalloc.run.context import RunContext, RunOptions
-from lmalloc.run.pipeline import check_options
-from lmalloc.run.stages import REGISTRY
+from lmalloc.run.context import RunOptions
+from lmalloc.run.pipeline import run_pipeline
 
 
 def main() -> None:
@@ -37,18 +35,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.width_only:  # the proxy's depth is ignored downstream: no CompleteP scaling
         SearchResult.base_depth = property(lambda self: None)  # type: ignore[method-assign,assignment]
-    ctx = RunContext(a.run, RunOptions(budget=a.budget, recipe=Recipe(min_params=a.min_params)),
-                     say=print)
-    check_options(ctx)
-    for stage in REGISTRY:
-        if stage.name == "train":
-            break
-        if stage.skip(ctx) or stage.is_done(ctx):
-            continue
-        t = time.perf_counter()
-        stage.run(ctx)
-        if not stage.charges_itself:
-            ctx.run.charge(stage.name, 0.0, time.perf_counter() - t)
+    run_pipeline(a.run, RunOptions(budget=a.budget, recipe=Recipe(min_params=a.min_params)),
+                 say=print, until="train")
     rows = list(csv.DictReader(open(a.run / "ladder.csv")))
     print("N,D,loss")
     for r in rows:
@@ -60,6 +48,7 @@ def main() -> None:
                       "problems": [p["code"] for p in deg["problems"]],
                       "problems_after": [p["code"] for p in deg.get("problems_after", [])],
                       "backtest_error": laws["backtest"].get("mean_abs_error"),
+                      "size_source": plan["allocation"].get("size_source"),
                       "planned_N": plan["predicted"]["N"], "planned_D": plan["predicted"]["D"]},
                      indent=1))
 

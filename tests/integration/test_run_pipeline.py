@@ -55,6 +55,12 @@ def test_run_writes_every_stage_and_stays_in_budget(finished_run: Path) -> None:
     assert '<section id="verdicts"' in run.path("report.html").read_text()
     ladder = run.path("ladder.csv").read_text().splitlines()
     assert len(ladder) - 1 >= 8  # enough points for the 5-parameter fit
+    # the plan names where its size came from; the IsoFLOP levels are the ladder's branches
+    from lmalloc.scaling.degeneracy import size_rule
+
+    laws = json.loads(run.path("laws.json").read_text())
+    assert plan["allocation"]["size_source"]["source"] == size_rule(laws)["source"]
+    assert laws["isoflop_check"]["compute"] == "measured FLOPs"
     split = run.manifest()["budget_split"]
     assert 0 < split["explore_fraction"] < 1
     stages = set(run.manifest()["stages"])

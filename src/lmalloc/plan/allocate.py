@@ -174,7 +174,7 @@ def allocate(
     batch_tokens: int, *, seconds: float | None = None, memory_bytes: float | None = None,
     precision: str = "fp32", grid_points: int = GRID_POINTS,
     tokens_for: Callable[[GPTConfig], float] | None = None, deploy: Deploy | None = None,
-    unique_tokens: float | None = None,
+    unique_tokens: float | None = None, n_target: float | None = None,
 ) -> Allocation:
     """The feasible GPT shape of lowest predicted loss for final-run compute ``C`` (the loss
     as deployed, quantization included, when ``deploy`` limits the stored model's size).
@@ -191,6 +191,9 @@ def allocate(
         deploy: a limit on the stored model and the precision law that prices quantizing.
         unique_tokens: the unique training tokens; a shape that needs more repeats them, its
             loss predicted at Muennighoff et al.'s effective D' (None: unlimited data).
+        n_target: a size the optimum is known at by other means (approach 2 on the ladder's
+            IsoFLOP branches, when ``fit`` is degenerate in N): the grid centres on it and
+            the feasible shape nearest it is chosen, its loss still predicted by ``fit``.
 
     Raises:
         UserError: no shape on the grid fits the limits (the message names the nearest miss).
@@ -199,7 +202,8 @@ def allocate(
     mem = memory_bytes if memory_bytes is not None else hardware.memory_bytes
     non_emb = fit.param_convention == "non_embedding"
     seen: dict[tuple[int, int, int], Candidate] = {}
-    centre = max(closed.N.value, fit.input_range.get("N", (0.0, 0.0))[0])
+    centre = max(closed.N.value if n_target is None else n_target,
+                 fit.input_range.get("N", (0.0, 0.0))[0])
     for _ in range(WALK_DOWN + 1):
         for n in centre * 2.0 ** np.linspace(-GRID_OCTAVES, GRID_OCTAVES, grid_points):
             try:
@@ -227,7 +231,8 @@ def allocate(
             f"no model fits the budget: even the smallest candidate ({near.N:,} parameters, "
             f"{near.D:.3g} tokens) {near.reason}. Give more time or memory, or less compute"
         )
-    best = min(feasible, key=lambda c: c.objective)
+    best = (min(feasible, key=lambda c: c.objective) if n_target is None
+            else min(feasible, key=lambda c: abs(np.log(c.N / n_target))))
     return Allocation(
         chosen=best, closed_form=closed.to_dict(),
         sensitivity=_sensitivity(fit, best, C, hardware, batch_tokens, precision, seconds, mem,

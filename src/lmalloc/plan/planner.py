@@ -80,6 +80,7 @@ def make_plan(
     memory_bytes: float | None = None, source: str = "",
     time_scale: float = 1.0, deploy: Deploy | None = None, unique_tokens: float | None = None,
     seed_sd: float | None = None, hp_laws: HyperparameterLaws | None = None,
+    size_rule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The final run for ``amount`` of budget in ``unit``: the allocation (shape, tokens,
     predicted loss with its interval, time, memory, parallelism, sensitivity) and the exact
@@ -91,7 +92,13 @@ def make_plan(
     log-loss, measured) and/or ``hp_laws`` the predicted loss's interval is widened by the
     seed and hyperparameter noise (:func:`~lmalloc.scaling.intervals.predicted_interval`):
     ``predicted.loss`` is the widened interval, ``predicted.law_loss`` the law's alone and
-    ``predicted.interval`` names the parts."""
+    ``predicted.interval`` names the parts.
+
+    ``size_rule`` (:func:`~lmalloc.scaling.degeneracy.size_rule` of the run's laws) says
+    where N comes from when the L(N, D) fit is degenerate: approach 2's ``N* = k_N C^a``
+    when the ladder's IsoFLOP branches give it, the size every IsoFLOP level preferred, else
+    the law's own choice;
+    ``allocation.size_source`` names it."""
     cost = cost_function(unit, hardware, recipe, evals=recipe.evals_per_run,
                          time_scale=time_scale)
     usable = amount * (TIME_SAFETY if unit == "seconds" else 1.0)
@@ -108,8 +115,12 @@ def make_plan(
 
     flops_guess = usable if unit == "flops" else _flops_in(fit, usable, cost, hardware, recipe,
                                                            vocab_size)
+    rule = size_rule or {"source": "law"}
+    n_target = (rule["k_N"] * flops_guess ** rule["a"] if rule["source"] == "approach 2"
+                else rule.get("N"))
     alloc = allocate(
         fit, flops_guess, hardware, vocab_size, recipe.seq_len, recipe.batch_tokens,
+        n_target=n_target,
         memory_bytes=memory_bytes, precision=hardware.default_dtype, tokens_for=tokens_for,
         # uncalibrated, like allocate's own time model; catches e.g. a memory-bound micro-batch
         seconds=usable / time_scale if unit == "seconds" else None, deploy=deploy,
@@ -134,7 +145,7 @@ def make_plan(
     return {
         "model": model,
         "train": train,
-        "allocation": alloc.to_dict(),
+        "allocation": {**alloc.to_dict(), "size_source": rule},
         "predicted": {
             "loss": loss.to_dict(),
             "bpb": to_bpb(loss, tokens_per_byte).to_dict(),
@@ -247,6 +258,7 @@ def plan_from_run(run_dir: str | Path, budget: str, hardware: str | None = None,
     from lmalloc.layout import LAWS_JSON, SEARCH_JSON
     from lmalloc.rundir import RunDir, atomic_write_json
     from lmalloc.scaling import load_laws
+    from lmalloc.scaling.degeneracy import size_rule
 
     run = RunDir(run_dir)
     laws_path, search_path = run.path(LAWS_JSON), run.path(SEARCH_JSON)
@@ -276,7 +288,7 @@ def plan_from_run(run_dir: str | Path, budget: str, hardware: str | None = None,
         source=f"{run.root}: search at width {found.base_width}, μP; batch from "
                + ("the run's batch law" if hp_laws is not None and hp_laws.batch is not None
                   else "DeepSeek's published B*(C) law (a prior)"),
-        hp_laws=hp_laws,
+        hp_laws=hp_laws, size_rule=size_rule(laws),
     )
     slug = "".join(c if c.isalnum() else "-" for c in b.text).strip("-")
     path = Path(out) if out is not None else run.path(f"plans/{slug}.json")

@@ -205,6 +205,13 @@ def floor_verdict(laws: dict[str, Any], plan: dict[str, Any]) -> Verdict | None:
         return Verdict("plan", OK, f"The planned model (N = {N:,.0f}) lies {where}.")
     head = f"The planned model (N = {N:,.0f}) is the ladder's smallest size ({lo:,.0f})"
     if still_degenerate(laws):
+        source = ((plan.get("allocation") or {}).get("size_source") or {}).get("source")
+        if source == "data: smallest":
+            return Verdict("plan", WARNING, (
+                f"{head}: the fit does not resolve N, but at every IsoFLOP level of the "
+                "ladder the smallest size had the lowest loss, so the measurements, not an "
+                "exponent at its bound, put the plan there; a smaller model may be better "
+                "still (a ladder that starts lower would tell)."))
         return Verdict("plan", PROBLEM, f"{head}: an artefact of the degenerate fit, not a "
                        "size the law prefers.")
     half = next((r for r in (plan.get("allocation") or {}).get("sensitivity") or []

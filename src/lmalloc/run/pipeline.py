@@ -25,11 +25,14 @@ from lmalloc.rundir import confined, read_json, refused_writes, remove_stale_tem
 
 def run_pipeline(run_dir: str | Path, options: RunOptions | None = None,
                  say: Callable[[str], None] = lambda _m: None, progress: bool = False,
-                 nproc: int = 1, parallel: str = "auto") -> dict[str, Any]:
+                 nproc: int = 1, parallel: str = "auto", until: str | None = None,
+                 ) -> dict[str, Any]:
     """Run (or resume) every stage; returns ``summary.json``. One ``lmalloc run`` per run
     directory at a time (a lock); what killed writes left behind is removed first; a write
     the disk refuses (full, read-only) is a :class:`UserError` naming the file. ``nproc`` and
-    ``parallel``: the final run's processes and layout (``train.launch.launch_train``)."""
+    ``parallel``: the final run's processes and layout (``train.launch.launch_train``).
+    ``until``: stop before the stage of that name (the benchmarks that study the
+    exploration alone); returns ``{}`` then."""
     ctx = RunContext(run_dir, options or RunOptions(), say, progress, nproc, parallel)
     ctx.options.recipe.check()  # before the run folder exists
     with run_lock(ctx.run.root), refused_writes(ctx.run.root):
@@ -39,6 +42,8 @@ def run_pipeline(run_dir: str | Path, options: RunOptions | None = None,
         if done:
             say(f"resuming {ctx.run.root}: done earlier: {', '.join(done)}")
         for stage in REGISTRY:
+            if stage.name == until:
+                return {}
             if stage.skip(ctx):
                 continue
             if stage.is_done(ctx):

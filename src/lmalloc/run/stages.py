@@ -260,7 +260,8 @@ def fit(ctx: RunContext) -> None:
     entries = fit_ladder(runs.N[ok], runs.D[ok], runs.loss[ok], target_flops=target,
                          bootstrap=ctx.options.bootstrap, seed=ctx.options.seed,
                          repeats=[repeat["losses"]] if repeat else (),
-                         hp_trials=_search_trials(ctx))
+                         hp_trials=_search_trials(ctx),
+                         C=None if runs.C is None else runs.C[ok])
     law, report = entries["parametric"], entries["degeneracy"]
     warns = fit_warnings(report["plain_params"] or {}) + [
         p["message"] for p in report["problems"] if p["code"] == "too_few"]
@@ -324,6 +325,7 @@ def plan(ctx: RunContext) -> None:
     from lmalloc.plan.planner import make_plan
     from lmalloc.run.precision import load_precision_law
     from lmalloc.scaling import load_laws
+    from lmalloc.scaling.degeneracy import size_rule
     from lmalloc.scaling.hyperparams import HyperparameterLaws
 
     a, found, split_doc = ctx.allowance, ctx.search, _split_doc(ctx)
@@ -331,6 +333,7 @@ def plan(ctx: RunContext) -> None:
     law = laws["parametric"]
     hp = laws.get("hyperparameters")
     noise = laws.get("seed_noise") or {}
+    rule = size_rule(laws)
     amount, short = a.for_final(float(split_doc["final_budget"]) - a.reserve())
     if short is not None:
         ctx.say(f"[yellow]warning:[/] the final run gets less than the split promised: "
@@ -345,7 +348,11 @@ def plan(ctx: RunContext) -> None:
         deploy=None if a.deploy is None else Deploy(a.deploy, load_precision_law(ctx.run)),
         unique_tokens=float(TokenData(ctx.run.data).split("train").num_tokens),
         seed_sd=noise.get("sd"), hp_laws=hp if isinstance(hp, HyperparameterLaws) else None,
+        size_rule=rule,
     )
+    if rule["source"] != "law":
+        ctx.say(f"{'[yellow]warning:[/] ' if rule['source'] == 'degenerate law' else ''}"
+                f"plan: model size from {rule['source']}: {rule['why']}")
     atomic_write_json(ctx.run.path(PLAN_JSON), doc)
     ctx.run.record_artifact(PLAN_JSON)
     ctx.run.record_stage("plan", out=PLAN_JSON, N=doc["predicted"]["N"],

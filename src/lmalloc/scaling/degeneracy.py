@@ -115,21 +115,107 @@ def fit_with_remedy(
     return fit, report
 
 
+def isoflop_levels(N: ArrayLike, loss: ArrayLike, C: ArrayLike) -> list[dict[str, Any]]:
+    """Where each IsoFLOP level of the ladder has its lowest loss: per level of 3+ sizes
+    (runs grouped by compute as the IsoFLOP fit groups them) its compute, sizes, best N and
+    whether that is the ``"smallest"``, the ``"largest"`` or a size ``"inside"``."""
+    from lmalloc.scaling.isoflop import group_levels
+
+    n, y, c = (np.asarray(v, dtype=np.float64).ravel() for v in (N, loss, C))
+    labels = group_levels(c)
+    out = []
+    for lv in np.unique(labels):
+        m = labels == lv
+        sizes = np.unique(n[m])
+        if sizes.size < 3:
+            continue
+        best = float(n[m][int(np.argmin(y[m]))])
+        at = ("smallest" if best == sizes[0] else "largest" if best == sizes[-1]
+              else "inside")
+        out.append({"C": float(np.median(c[m])), "sizes": int(sizes.size), "best_N": best,
+                    "at": at})
+    return out
+
+
+def data_preference(levels: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The size the ladder's own measurements prefer, when they agree: at every IsoFLOP level
+    (at least 2) the lowest loss was at the same edge (``"smallest"``/``"largest"``: the
+    optimum lies at or beyond it) or at the same inside size. ``{"at", "N"}`` with the top
+    level's best N; None when the levels disagree."""
+    if len(levels) < 2:
+        return None
+    ats = {lv["at"] for lv in levels}
+    if len(ats) != 1 or (ats == {"inside"} and len({lv["best_N"] for lv in levels}) != 1):
+        return None
+    top = max(levels, key=lambda lv: lv["C"])
+    return {"at": top["at"], "N": float(top["best_N"])}
+
+
 def isoflop_cross_check(N: ArrayLike, D: ArrayLike, loss: ArrayLike, fit: ParametricFit,
-                        target_flops: float, k: float = 6.0) -> dict[str, Any] | None:
+                        target_flops: float, k: float = 6.0, C: ArrayLike | None = None,
+                        ) -> dict[str, Any]:
     """Chinchilla approach 2 on the ladder's branches (each branch fraction is an IsoFLOP
-    level): ``N*(target)`` from the IsoFLOP power law beside the fit's, or None when the
-    branches do not form 3 levels of 3 sizes with a minimum inside."""
+    level): ``N*(target)`` from the IsoFLOP power law ``N* = k_N C^a`` beside the fit's,
+    when the branches form 3 levels of 3 sizes with a minimum inside; and, always, where each
+    level's lowest loss lies (:func:`isoflop_levels`, :func:`data_preference`).
+
+    ``C`` is each run's compute as the ladder counted it (its exact training FLOPs: the
+    ladder's levels are equal in those, not in ``k N D``); without it ``C = k N D``."""
     from lmalloc.scaling.isoflop import fit_isoflop
     from lmalloc.scaling.optimal import compute_optimal
 
+    c = (k * np.asarray(N, dtype=np.float64) * np.asarray(D, dtype=np.float64)
+         if C is None else np.asarray(C, dtype=np.float64))
+    levels = isoflop_levels(N, loss, c)
+    out: dict[str, Any] = {"levels": levels, "data_prefer": data_preference(levels),
+                           "compute": "k N D" if C is None else "measured FLOPs"}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            iso = fit_isoflop(N, loss, D=D, bootstrap=0, flops_per_token_per_param=k)
+            iso = fit_isoflop(N, loss, C=c, bootstrap=0, flops_per_token_per_param=k)
             n_fit = compute_optimal(fit, target_flops).N.value
     except UserError as e:
-        return {"available": False, "reason": str(e)}
+        return {**out, "available": False, "reason": str(e)}
     n_iso = float(iso.k_N * target_flops**iso.a)
-    return {"available": True, "N_opt_isoflop": n_iso, "N_opt_fit": float(n_fit),
-            "ratio": float(n_fit / n_iso), "a": float(iso.a)}
+    return {**out, "available": True, "N_opt_isoflop": n_iso, "N_opt_fit": float(n_fit),
+            "ratio": float(n_fit / n_iso), "a": float(iso.a), "k_N": float(iso.k_N)}
+
+
+def size_rule(laws: dict[str, Any]) -> dict[str, Any]:
+    """Where a plan's model size comes from, given a run's laws.json entries: ``{"source",
+    "why"}`` (and approach 2's ``k_N``, ``a``).
+
+    * ``"law"``: the L(N, D) fit is sound (or the remedy made it so): its optimum.
+    * ``"approach 2"``: the fit is still degenerate, and the ladder's IsoFLOP branches have
+      minima inside the sizes: ``N* = k_N C^a`` from them.
+    * ``"data: smallest"`` / ``"data: largest"`` / ``"data: best size"``: still degenerate,
+      and at every IsoFLOP level the ladder's smallest (largest, or one same inside) size had
+      the lowest loss: the plan takes that size (``N``), which the measurements prefer, not an
+      artefact of an exponent at its bound.
+    * ``"degenerate law"``: nothing resolves the size; the plan says so.
+    """
+    deg = laws.get("degeneracy") or {}
+    if not deg.get("degenerate") or (deg.get("remedy") and not deg.get("degenerate_after")):
+        return {"source": "law", "why": "the L(N, D) fit's optimum"}
+    iso = laws.get("isoflop_check") or {}
+    if iso.get("available") and iso.get("k_N"):
+        return {"source": "approach 2", "k_N": float(iso["k_N"]), "a": float(iso["a"]),
+                "why": "the L(N, D) fit is degenerate in N; the ladder's IsoFLOP branches "
+                       "have their minima inside the explored sizes (Chinchilla approach 2)"}
+    pref = iso.get("data_prefer") or {}
+    why = ("the L(N, D) fit does not resolve N, but at every IsoFLOP level of the ladder the "
+           "{} had the lowest loss")
+    if pref.get("at") == "smallest":
+        return {"source": "data: smallest", "N": pref["N"], "why": why.format(
+            "smallest size") + ": the plan at the ladder's floor is what the measurements "
+            "prefer (a smaller model may be better still: lower --min-params)"}
+    if pref.get("at") == "largest":
+        return {"source": "data: largest", "N": pref["N"], "why": why.format(
+            "largest size") + ": the optimum lies above the explored sizes"}
+    if pref.get("at") == "inside":
+        return {"source": "data: best size", "N": pref["N"], "why": why.format(
+            f"same size (N = {pref['N']:,.0f})") + ": the plan takes it (no law carries it "
+            "to the final run's compute, where the optimum is likely larger)"}
+    return {"source": "degenerate law", "why": (
+        "neither the L(N, D) fit nor the ladder's IsoFLOP branches resolve the best size: "
+        "the plan's N rests on a degenerate fit")}

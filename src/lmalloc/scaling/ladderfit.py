@@ -31,6 +31,7 @@ def fit_ladder(
     N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, target_flops: float,
     repeats: Sequence[Sequence[float]] = (), hp_trials: Mapping[str, ArrayLike] | None = None,
     bootstrap: int = 200, seed: int | None = 0, param_convention: str = "non_embedding",
+    C: ArrayLike | None = None,
 ) -> dict[str, Any]:
     """laws.json entries for a run: ``parametric`` (a fit object), ``degeneracy``,
     ``isoflop_check``, ``backtest``, ``seed_noise`` and ``hyperparameters`` (a fit object, or
@@ -42,10 +43,14 @@ def fit_ladder(
         repeats: groups of losses of the same (N, D) point trained with different seeds.
         hp_trials: the search trials, ``{"C": ..., "loss": ..., "lr": ..., "batch": ...}``
             (``lr`` and/or ``batch``).
+        C: each point's training FLOPs as counted (the ladder's IsoFLOP levels are equal in
+            them); None: ``k N D``.
     """
     n, d, y = (np.asarray(v, dtype=np.float64).ravel() for v in (N, D, loss))
+    c = None if C is None else np.asarray(C, dtype=np.float64).ravel()
     ok = np.isfinite(y)
     n, d, y = n[ok], d[ok], y[ok]
+    c = None if c is None else c[ok]
     noise = seed_noise(repeats)
     kw: dict[str, Any] = {"bootstrap": bootstrap, "seed": seed,
                           "param_convention": param_convention}
@@ -57,7 +62,7 @@ def fit_ladder(
 
     return {"parametric": fit, "degeneracy": report,
             "isoflop_check": isoflop_cross_check(n, d, y, fit, target_flops,
-                                                 fit.flops_per_token_per_param),
+                                                 fit.flops_per_token_per_param, C=c),
             "backtest": backtest(n, d, y, refit), "seed_noise": noise,
             "hyperparameters": _hp_laws(hp_trials, bootstrap, seed)}
 

@@ -260,3 +260,20 @@ def test_inputs_are_not_modified() -> None:
     before = copy.deepcopy(art)
     judge(**art)
     assert art == before
+
+
+@pytest.mark.parametrize(("source", "severity", "words"),
+                         [("data: smallest", WARNING, "at every IsoFLOP level"),
+                          ("degenerate law", PROBLEM, "an artefact of the degenerate fit")])
+def test_plan_at_the_floor_of_a_degenerate_fit(source: str, severity: str, words: str) -> None:
+    """Still degenerate after the remedy: the floor is an artefact, unless the ladder's own
+    IsoFLOP levels put the lowest loss at the smallest size every time (then it is what the
+    measurements prefer, and the verdict says so instead)."""
+    art = healthy()
+    art["laws"]["degeneracy"] = {"degenerate": True, "problems": PROBLEMS, "remedy": "map",
+                                 "prior": PRIOR, "degenerate_after": True,
+                                 "problems_after": PROBLEMS[1:]}
+    art["plan"]["predicted"]["N"] = 5.2e4
+    art["plan"]["allocation"]["size_source"] = {"source": source, "why": "..."}
+    plan = _by_topic(judge(**art))["plan"]
+    assert plan.severity == severity and words in plan.text
