@@ -67,6 +67,7 @@ def plan_at(ctx: Any, flops: float) -> dict[str, Any]:
     from lmalloc.data.shards import TokenData
     from lmalloc.plan.planner import make_plan
     from lmalloc.scaling import load_laws
+    from lmalloc.scaling.degeneracy import size_rule
     from lmalloc.scaling.hyperparams import HyperparameterLaws
 
     laws = load_laws(ctx.run.path("laws.json"))
@@ -79,24 +80,26 @@ def plan_at(ctx: Any, flops: float) -> dict[str, Any]:
         tokens_per_byte=ctx.tokens_per_byte,
         unique_tokens=float(TokenData(ctx.run.data).split("train").num_tokens),
         seed_sd=(laws.get("seed_noise") or {}).get("sd"),
-        hp_laws=hp if isinstance(hp, HyperparameterLaws) else None)
+        hp_laws=hp if isinstance(hp, HyperparameterLaws) else None, size_rule=size_rule(laws))
 
 
-def train_size(out: Path, ctx: Any, plan: dict[str, Any], n: float, flops: float,
+def train_size(root: Path, ctx: Any, plan: dict[str, Any], n: float, flops: float,
                ) -> dict[str, Any]:
-    """One IsoFLOP point: the shape nearest ``n`` non-embedding parameters on ``flops``."""
+    """One IsoFLOP point: the shape nearest ``n`` non-embedding parameters on ``flops``
+    (trained in ``root/<layers>x<width>``, so a shape is trained once per cell)."""
     from lmalloc.model.accounting import param_count, train_flops_per_token
     from lmalloc.model.shape import shape_for
     from lmalloc.rundir import atomic_write_json
     from lmalloc.train.config import TrainConfig
     from lmalloc.train.trainer import Trainer
 
-    done = out / "point.json"
-    if done.exists():
-        return dict(json.loads(done.read_text()))
     base = plan["model"]
     cfg = shape_for(n, ctx.vocab, ctx.recipe.seq_len, mup_base_width=base["mup_base_width"],
                     mup_base_depth=base["mup_base_depth"])
+    out = root / f"{cfg.n_layer}x{cfg.d_model}"
+    done = out / "point.json"
+    if done.exists():
+        return dict(json.loads(done.read_text()))
     batch = ctx.recipe.batch_tokens
     tokens = max(1, round(flops / train_flops_per_token(cfg) / batch)) * batch
     steps = tokens // batch
@@ -139,7 +142,7 @@ def cell(corpus: str, seed: int, budget: str, sizes: int, factor: float, work: P
     offsets = [k / 2 - (sizes - 1) / 4 for k in range(sizes)]  # half octaves around N*
     points = []
     for off in offsets:
-        p = train_size(root / f"size{off:+.1f}", ctx, plan, n_star * 2.0 ** off, c_v)
+        p = train_size(root, ctx, plan, n_star * 2.0 ** off, c_v)
         print(f"{corpus} s{seed}: N={p['N']} shape={p['shape']} D={p['D']} "
               f"loss={p['loss']:.4f}", flush=True)
         points.append(p)
@@ -154,6 +157,7 @@ def cell(corpus: str, seed: int, budget: str, sizes: int, factor: float, work: P
         "law": laws["parametric"].params, "remedy": deg["remedy"],
         "problems": [p["code"] for p in deg["problems"]],
         "problems_after": [p["code"] for p in deg.get("problems_after", [])],
+        "size_source": plan["allocation"]["size_source"],
         "lr": plan["hyperparameters"]["lr"], "points": points,
         "measured_best_N": n_best, "measured_min_loss": l_min, "minimum_from": how,
         "N_ratio": n_star / n_best, "loss_at_plan": at_plan["loss"],
