@@ -115,17 +115,21 @@ def train_size(root: Path, ctx: Any, plan: dict[str, Any], n: float, flops: floa
 
 
 def isoflop_minimum(N: list[float], loss: list[float]) -> tuple[float, float, str]:
-    """``(N_best, L_min, method)``: the parabola's vertex in ln N, or the best measured."""
+    """``(N_best, L_min, method)``: the vertex of the parabola in ln N through the lowest
+    measured point and its two neighbours (the curve is asymmetric: steeper above the
+    optimum, where each size gets fewer tokens, so a parabola through all points misplaces
+    it), or the lowest point itself when it is at an end."""
     import numpy as np
 
-    x, y = np.log(np.asarray(N)), np.asarray(loss)
+    order = np.argsort(N)
+    x, y = np.log(np.asarray(N, dtype=float)[order]), np.asarray(loss, dtype=float)[order]
     i = int(np.argmin(y))
-    if len(x) >= 3:
-        a, b, c = np.polyfit(x, y, 2)
-        if a > 0 and x.min() <= -b / (2 * a) <= x.max():
+    if 0 < i < len(x) - 1:
+        a, b, c = np.polyfit(x[i - 1:i + 2], y[i - 1:i + 2], 2)
+        if a > 0:
             xv = -b / (2 * a)
             return float(math.exp(xv)), float(a * xv * xv + b * xv + c), "parabola"
-    return float(N[i]), float(y[i]), "best measured"
+    return float(math.exp(x[i])), float(y[i]), "lowest point"
 
 
 def cell(corpus: str, seed: int, budget: str, sizes: int, factor: float, work: Path,
@@ -146,12 +150,10 @@ def cell(corpus: str, seed: int, budget: str, sizes: int, factor: float, work: P
         print(f"{corpus} s{seed}: N={p['N']} shape={p['shape']} D={p['D']} "
               f"loss={p['loss']:.4f}", flush=True)
         points.append(p)
-    n_best, l_min, how = isoflop_minimum([p["N"] for p in points], [p["loss"] for p in points])
-    at_plan = min(points, key=lambda p: abs(math.log(p["N"] / n_star)))
     pred = plan["predicted"]["loss"]
     laws = load_laws(ctx.run.path("laws.json"))
     deg = laws["degeneracy"]
-    return {
+    return judged({
         "corpus": corpus, "seed": seed, "budget": budget, "c_top": c_top, "c_v": c_v,
         "planned_N": n_star, "planned_D": plan["predicted"]["D"],
         "law": laws["parametric"].params, "remedy": deg["remedy"],
@@ -159,23 +161,40 @@ def cell(corpus: str, seed: int, budget: str, sizes: int, factor: float, work: P
         "problems_after": [p["code"] for p in deg.get("problems_after", [])],
         "size_source": plan["allocation"]["size_source"],
         "lr": plan["hyperparameters"]["lr"], "points": points,
-        "measured_best_N": n_best, "measured_min_loss": l_min, "minimum_from": how,
-        "N_ratio": n_star / n_best, "loss_at_plan": at_plan["loss"],
-        "loss_ratio": at_plan["loss"] / l_min, "predicted": pred["value"],
-        "interval": [pred["low"], pred["high"]],
-        "pred_over_achieved": pred["value"] / at_plan["loss"],
-        "inside": pred["low"] <= at_plan["loss"] <= pred["high"],
-    }
+        "predicted": pred["value"], "interval": [pred["low"], pred["high"]],
+    })
+
+
+def judged(c: dict[str, Any]) -> dict[str, Any]:
+    """A cell's verdicts from its points: the IsoFLOP minimum (:func:`isoflop_minimum`, and
+    the lowest measured point), the loss at the planned N over each, predicted over achieved,
+    and the interval's coverage."""
+    points, n_star = c["points"], c["planned_N"]
+    n_best, l_min, how = isoflop_minimum([p["N"] for p in points], [p["loss"] for p in points])
+    low = min(points, key=lambda p: p["loss"])
+    at_plan = min(points, key=lambda p: abs(math.log(p["N"] / n_star)))
+    lo, hi = c["interval"]
+    return {**c, "measured_best_N": n_best, "measured_min_loss": l_min, "minimum_from": how,
+            "lowest_point": {"N": low["N"], "shape": low["shape"], "loss": low["loss"]},
+            "N_ratio": n_star / n_best, "loss_at_plan": at_plan["loss"],
+            "loss_ratio": at_plan["loss"] / l_min,
+            "loss_ratio_lowest": at_plan["loss"] / low["loss"],
+            "pred_over_achieved": c["predicted"] / at_plan["loss"],
+            "inside": lo <= at_plan["loss"] <= hi}
 
 
 def summary(work: Path) -> list[dict[str, Any]]:
-    cells = [json.loads(p.read_text()) for p in sorted(work.glob("*/cell.json"))]
+    cells = [judged(json.loads(p.read_text())) for p in sorted(work.glob("*/cell.json"))]
     print(f"{'cell':<16}{'planned N':>11}{'best N':>10}{'N ratio':>9}{'L(plan)/Lmin':>14}"
-          f"{'pred/ach':>10}{'inside':>8}  remedy")
+          f"{'/lowest':>9}{'pred/ach':>10}{'inside':>8}  size from")
     for c in cells:
+        src = (c.get("size_source") or {}).get("source", "law (before size_source)")
         print(f"{c['corpus'] + '_s' + str(c['seed']):<16}{c['planned_N']:>11.4g}"
               f"{c['measured_best_N']:>10.4g}{c['N_ratio']:>9.3f}{c['loss_ratio']:>14.4f}"
-              f"{c['pred_over_achieved']:>10.4f}{str(c['inside']):>8}  {c['remedy']}")
+              f"{c['loss_ratio_lowest']:>9.4f}{c['pred_over_achieved']:>10.4f}"
+              f"{str(c['inside']):>8}  {src}")
+        print("    " + ", ".join(f"{p['shape'][0]}x{p['shape'][1]} ({p['N']:,}): "
+                                 f"{p['loss']:.4f}" for p in c["points"]))
     return cells
 
 
