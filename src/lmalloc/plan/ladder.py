@@ -244,6 +244,7 @@ class _Setup:
     non_embedding: bool
     cooldown_frac: float
     fractions: tuple[float, ...]
+    min_params: float = 0.0
 
     def shape(self, idx: int) -> GPTConfig:
         """The GPT shape for grid index ``idx`` (N = 2**(idx / GRID_PER_OCTAVE)), memoised."""
@@ -289,10 +290,15 @@ def _indices(centre: int, k: int, spread: float) -> list[int]:
 
 def _shapes(s: _Setup, centre: int, k: int, spread: float) -> list[GPTConfig]:
     """The distinct shapes of a design: at tiny sizes neighbouring grid points round to the
-    same shape, and training one shape twice would only duplicate a point. When rounding to
-    shapes shrank the span below ``spread``, the largest size moves up the grid until it
-    is restored (at most half an octave)."""
+    same shape, and training one shape twice would only duplicate a point. A smallest shape
+    that rounds below ``min_params`` moves the design up the grid; when rounding to shapes
+    shrank the span below ``spread``, the largest size moves up the grid until it is restored
+    (at most half an octave)."""
     idx = _indices(centre, k, spread)
+    for _ in range(GRID_PER_OCTAVE):  # a shape may round below its target: keep the floor
+        if param_count(s.shape(idx[0]), s.non_embedding) >= s.min_params:
+            break
+        idx = [i + 1 for i in idx]
     for _ in range(GRID_PER_OCTAVE // 2):
         cfgs = list(dict.fromkeys(s.shape(i) for i in idx))
         ns = [param_count(c, s.non_embedding) for c in cfgs]
@@ -413,7 +419,8 @@ def _check_args(budget: float, target_flops: float, batch_tokens: int, noise: fl
 
 
 def _setup(law: LawLike, cost_fn: CostFn, vocab_size: int, seq_len: int, batch_tokens: int,
-           non_embedding: bool, cooldown_frac: float, fractions: tuple[float, ...]) -> _Setup:
+           non_embedding: bool, cooldown_frac: float, fractions: tuple[float, ...],
+           min_params: float = 0.0) -> _Setup:
     k_flops = 6.0
     if isinstance(law, ParametricFit):
         k_flops = law.flops_per_token_per_param
@@ -424,7 +431,7 @@ def _setup(law: LawLike, cost_fn: CostFn, vocab_size: int, seq_len: int, batch_t
     return _Setup(cost_fn=cost_fn, params=law_params(law), k_flops=k_flops,
                   vocab_size=vocab_size, seq_len=seq_len, batch_tokens=batch_tokens,
                   non_embedding=non_embedding, cooldown_frac=cooldown_frac,
-                  fractions=tuple(sorted(fractions)))
+                  fractions=tuple(sorted(fractions)), min_params=min_params)
 
 
 def design_ladder(
@@ -459,7 +466,7 @@ def design_ladder(
     _check_args(budget, target_flops, batch_tokens, noise, cooldown_frac, fractions, sizes,
                 spreads)
     s = _setup(law, cost_fn, vocab_size, seq_len, batch_tokens, non_embedding, cooldown_frac,
-               fractions)
+               fractions, min_params)
     rows: list[dict[str, Any]] = []
     best: tuple[float, float, tuple[LadderRun, ...], float, float] | None = None
     needed, hint = math.inf, None

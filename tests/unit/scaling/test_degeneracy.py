@@ -82,9 +82,10 @@ def test_the_plan_is_not_the_degenerate_artefact(table, remedied) -> None:  # ty
         fixed = allocate(fit, target, hw, **kw).chosen.N
     n_true, _ = true_optimum(target, TRUE)
     # the degenerate fit's plan sits near the bottom of the ladder, > 2x below the law's
-    # optimum; the remedied one lands within 1.5x of it, far from the floor
+    # optimum; the remedied one lands within 1.7x of it (shapes near 1M come in ~1.4x steps
+    # under the depth rule), far from the floor
     assert at_floor < n_true / 2 and at_floor < 5 * N.min()
-    assert abs(np.log(fixed / n_true)) < np.log(1.5), (fixed, n_true)
+    assert abs(np.log(fixed / n_true)) < np.log(1.7), (fixed, n_true)
     assert fixed > 5 * N.min()
 
 
