@@ -31,6 +31,12 @@ FLOP budgets make the results independent of wall time.
     nice -n 5 env OMP_NUM_THREADS=1 .venv/bin/python bench/isoflop_verify.py \\
         --corpus shakespeare --seeds 0
     .venv/bin/python bench/isoflop_verify.py --summary
+    .venv/bin/python bench/isoflop_verify.py --replan      # refit + replan finished cells
+
+``--replan`` reruns the fit stage of every finished cell with the current code and re-plans at
+its C_v, without training: the interval and prediction of a changed fit or interval rule,
+judged on the trainings already measured (the first plan is kept as ``first_plan``; a replan
+whose shape was not measured is reported and left out).
 """
 
 from __future__ import annotations
@@ -79,7 +85,7 @@ def plan_at(ctx: Any, flops: float) -> dict[str, Any]:
         mup_base_width=found.base_width, mup_base_depth=found.base_depth,
         tokens_per_byte=ctx.tokens_per_byte,
         unique_tokens=float(TokenData(ctx.run.data).split("train").num_tokens),
-        seed_sd=(laws.get("seed_noise") or {}).get("sd"),
+        seed_sd=(laws.get("seed_noise") or {}).get("sd"), extrapolation=laws.get("extrapolation"),
         hp_laws=hp if isinstance(hp, HyperparameterLaws) else None, size_rule=size_rule(laws))
 
 
@@ -183,6 +189,37 @@ def judged(c: dict[str, Any]) -> dict[str, Any]:
             "inside": lo <= at_plan["loss"] <= hi}
 
 
+def replan(path: Path) -> None:
+    """Refit a finished cell's ladder with the current fit stage, re-plan at its C_v and, when
+    the planned shape was measured, judge the new plan on it (cell.json rewritten)."""
+    from lmalloc.model.shape import shape_for
+    from lmalloc.run import stages
+    from lmalloc.rundir import atomic_write_json
+
+    c = json.loads(path.read_text())
+    ctx = explore(path.parent / "run", CORPORA[c["corpus"]], c["budget"], c["seed"])
+    stages.fit(ctx)
+    plan = plan_at(ctx, c["c_v"])
+    cfg = shape_for(plan["predicted"]["N"], ctx.vocab, ctx.recipe.seq_len)
+    shape = [cfg.n_layer, cfg.d_model]
+    if shape not in [p["shape"] for p in c["points"]]:
+        print(f"{path.parent.name}: the replan's shape {shape} was not measured; cell kept")
+        return
+    from lmalloc.scaling import load_laws
+
+    pred, laws = plan["predicted"]["loss"], load_laws(ctx.run.path("laws.json"))
+    kept = ("planned_N", "planned_D", "predicted", "interval", "size_source", "lr", "law",
+            "remedy")
+    first = c.get("first_plan") or {k: c.get(k) for k in kept}
+    atomic_write_json(path, {
+        **c, "first_plan": first, "planned_N": plan["predicted"]["N"],
+        "planned_D": plan["predicted"]["D"], "predicted": pred["value"],
+        "interval": [pred["low"], pred["high"]], "size_source": plan["allocation"]["size_source"],
+        "lr": plan["hyperparameters"]["lr"], "law": laws["parametric"].params,
+        "remedy": laws["degeneracy"]["remedy"],
+        "interval_parts": (plan["predicted"].get("interval") or {}).get("parts")})
+
+
 def summary(work: Path) -> list[dict[str, Any]]:
     cells = [judged(json.loads(p.read_text())) for p in sorted(work.glob("*/cell.json"))]
     print(f"{'cell':<16}{'planned N':>11}{'best N':>10}{'N ratio':>9}{'L(plan)/Lmin':>14}"
@@ -195,6 +232,11 @@ def summary(work: Path) -> list[dict[str, Any]]:
               f"{str(c['inside']):>8}  {src}")
         print("    " + ", ".join(f"{p['shape'][0]}x{p['shape'][1]} ({p['N']:,}): "
                                  f"{p['loss']:.4f}" for p in c["points"]))
+        lo, hi = c["interval"]
+        print(f"    predicted {c['predicted']:.3f} [{lo:.3f}, {hi:.3f}], achieved "
+              f"{c['loss_at_plan']:.3f}" + "".join(
+                  f"; {k} -{v['below']:.3f}/+{v['above']:.3f}"
+                  for k, v in (c.get("interval_parts") or {}).items()))
     return cells
 
 
@@ -209,8 +251,12 @@ def main() -> None:
     ap.add_argument("--factor", type=float, default=10.0)
     ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--replan", action="store_true")
     a = ap.parse_args()
-    if not a.summary:
+    if a.replan:
+        for path in sorted(a.work.glob("*/cell.json")):
+            replan(path)
+    elif not a.summary:
         if not CORPORA[a.corpus].exists():
             raise SystemExit(f"{CORPORA[a.corpus]} not found (set LMALLOC_SHARED_DATA)")
         for seed in (int(s) for s in a.seeds.split(",")):

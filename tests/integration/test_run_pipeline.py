@@ -61,6 +61,11 @@ def test_run_writes_every_stage_and_stays_in_budget(finished_run: Path) -> None:
     laws = json.loads(run.path("laws.json").read_text())
     assert plan["allocation"]["size_source"]["source"] == size_rule(laws)["source"]
     assert laws["isoflop_check"]["compute"] == "measured FLOPs"
+    # the interval carries the law's error in compute exactly when the run could measure it
+    interval = plan["predicted"]["interval"]
+    measured = laws["extrapolation"]["available"]
+    assert ("extrapolation" in interval["parts"]) is measured
+    assert ("extrapolation" in interval["not_measured"]) is not measured
     split = run.manifest()["budget_split"]
     assert 0 < split["explore_fraction"] < 1
     stages = set(run.manifest()["stages"])

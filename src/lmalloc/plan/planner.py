@@ -80,7 +80,7 @@ def make_plan(
     memory_bytes: float | None = None, source: str = "",
     time_scale: float = 1.0, deploy: Deploy | None = None, unique_tokens: float | None = None,
     seed_sd: float | None = None, hp_laws: HyperparameterLaws | None = None,
-    size_rule: dict[str, Any] | None = None,
+    size_rule: dict[str, Any] | None = None, extrapolation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The final run for ``amount`` of budget in ``unit``: the allocation (shape, tokens,
     predicted loss with its interval, time, memory, parallelism, sensitivity) and the exact
@@ -89,8 +89,9 @@ def make_plan(
 
     With ``hp_laws`` (fitted from the run's searches) the learning rate is the lr law's value
     at the final run's compute, not the searched ``lr``. With ``seed_sd`` (sd of one run's
-    log-loss, measured) and/or ``hp_laws`` the predicted loss's interval is widened by the
-    seed and hyperparameter noise (:func:`~lmalloc.scaling.intervals.predicted_interval`):
+    log-loss, measured), ``hp_laws`` and/or ``extrapolation`` (laws.json's backtest in
+    compute) the predicted loss's interval is widened by the seed and hyperparameter noise
+    and the law's extrapolation error (:func:`~lmalloc.scaling.intervals.predicted_interval`):
     ``predicted.loss`` is the widened interval, ``predicted.law_loss`` the law's alone and
     ``predicted.interval`` names the parts.
 
@@ -129,8 +130,8 @@ def make_plan(
     chosen = alloc.chosen
     lr, lr_source = _lr_from(hp_laws, chosen.flops, lr)
     loss, interval = chosen.loss, None
-    if seed_sd is not None or hp_laws is not None:
-        interval = _widened(chosen.loss, seed_sd, hp_laws, chosen.flops)
+    if seed_sd is not None or hp_laws is not None or extrapolation is not None:
+        interval = _widened(chosen.loss, seed_sd, hp_laws, chosen.flops, extrapolation)
         loss = Estimate(chosen.loss.value, interval["low"], interval["high"], chosen.loss.level)
     model = {**chosen.model, "mup_base_width": mup_base_width, "mup_base_depth": mup_base_depth}
     D = int(chosen.D)
@@ -182,14 +183,16 @@ def _lr_from(hp_laws: HyperparameterLaws | None, flops: float, lr: float) -> tup
 
 
 def _widened(est: Estimate, seed_sd: float | None, hp_laws: HyperparameterLaws | None,
-             flops: float) -> dict[str, Any]:
-    """The law's interval widened by the measured seed and hyperparameter noise."""
+             flops: float, extrapolation: dict[str, Any] | None) -> dict[str, Any]:
+    """The law's interval widened by the measured seed, hyperparameter and extrapolation
+    noise."""
     from lmalloc.scaling.intervals import predicted_interval
 
     hps = [] if hp_laws is None else [
         (law.name, law.curvature, law.log_sd(flops))
         for law in (hp_laws.lr, hp_laws.batch) if law is not None]
-    return predicted_interval(est, seed_sd, hps)
+    return predicted_interval(est, seed_sd, hps,
+                              None if extrapolation is None else (extrapolation, flops))
 
 
 def _data_section(D: float, unique: float | None, effective: float | None,
@@ -288,7 +291,7 @@ def plan_from_run(run_dir: str | Path, budget: str, hardware: str | None = None,
         source=f"{run.root}: search at width {found.base_width}, μP; batch from "
                + ("the run's batch law" if hp_laws is not None and hp_laws.batch is not None
                   else "DeepSeek's published B*(C) law (a prior)"),
-        hp_laws=hp_laws, size_rule=size_rule(laws),
+        hp_laws=hp_laws, size_rule=size_rule(laws), extrapolation=laws.get("extrapolation"),
     )
     slug = "".join(c if c.isalnum() else "-" for c in b.text).strip("-")
     path = Path(out) if out is not None else run.path(f"plans/{slug}.json")

@@ -73,7 +73,8 @@ def judge(*, laws: dict[str, Any] | None = None, search: dict[str, Any] | None =
     calls: list[tuple[str, Callable[[], Verdict | None]]] = []
     if laws is not None:
         calls += [("fit", lambda: fit_verdict(laws)),
-                  ("backtest", lambda: backtest_verdict(laws.get("backtest")))]
+                  ("backtest", lambda: backtest_verdict(laws.get("backtest"),
+                                                        laws.get("extrapolation")))]
         if plan is not None:
             calls.append(("plan", lambda: floor_verdict(laws, plan)))
     if search is not None:
@@ -229,8 +230,11 @@ def floor_verdict(laws: dict[str, Any], plan: dict[str, Any]) -> Verdict | None:
                    f"{delta:.3g} {LOSS_UNIT} higher loss.")
 
 
-def backtest_verdict(bt: dict[str, Any] | None) -> Verdict | None:
-    """The fit without the ladder's largest size, predicting it: the error and inside count."""
+def backtest_verdict(bt: dict[str, Any] | None, ex: dict[str, Any] | None = None,
+                     ) -> Verdict | None:
+    """The fit without the ladder's largest size, predicting it: the error and inside count;
+    and its check in compute (``ex``: without each size's longest training), whose error the
+    plan's interval carries."""
     if bt is None:
         return None
     if not bt.get("available"):
@@ -240,6 +244,12 @@ def backtest_verdict(bt: dict[str, Any] | None) -> Verdict | None:
     text = (f"Fitted without the ladder's largest size (N = {bt['held_out_N']:,.0f}), the law "
             f"predicts its {of} points with mean error {100 * bt['mean_abs_error']:.2g} %; "
             f"{inside} of {of} inside their intervals.")
+    if ex and ex.get("available"):
+        way = "pessimistic" if ex["mean_error"] > 0 else "optimistic"
+        text += (f" Fitted without each size's longest training, it predicts those "
+                 f"{ex['factor']:.2g}× further with mean error {100 * ex['mean_error']:+.2g} % "
+                 f"({way}; rms {100 * ex['rms_log_error']:.2g} %); the plan's interval grows "
+                 "this error with its own extrapolation.")
     return Verdict("backtest", OK if inside == of else WARNING, text)
 
 

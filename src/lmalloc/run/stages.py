@@ -278,11 +278,17 @@ def fit(ctx: RunContext) -> None:
     if bt.get("available"):
         ctx.say(f"backtest: the fit without the largest size predicts it with mean error "
                 f"{100 * bt['mean_abs_error']:.2g} %, {bt['inside']} of {bt['of']} inside")
+    ex = entries["extrapolation"]
+    if ex.get("available"):
+        ctx.say(f"backtest in compute: the fit without each size's longest training predicts "
+                f"it {ex['factor']:.2g}x further with mean error {100 * ex['mean_error']:+.2g} %"
+                f" (rms {100 * ex['rms_log_error']:.2g} %)")
     save_laws(ctx.run.path(LAWS_JSON), {**entries, "warnings": warns})
     ctx.run.record_artifact(LAWS_JSON)
     ctx.run.record_stage("fit", out=LAWS_JSON, points=int(ok.sum()), params=law.params,
                          warnings=warns, remedy=report["remedy"],
-                         backtest_error=bt.get("mean_abs_error"))
+                         backtest_error=bt.get("mean_abs_error"),
+                         extrapolation_error=ex.get("mean_error"))
 
 
 def _search_trials(ctx: RunContext) -> dict[str, list[float]] | None:
@@ -348,7 +354,7 @@ def plan(ctx: RunContext) -> None:
         deploy=None if a.deploy is None else Deploy(a.deploy, load_precision_law(ctx.run)),
         unique_tokens=float(TokenData(ctx.run.data).split("train").num_tokens),
         seed_sd=noise.get("sd"), hp_laws=hp if isinstance(hp, HyperparameterLaws) else None,
-        size_rule=rule,
+        size_rule=rule, extrapolation=laws.get("extrapolation"),
     )
     if rule["source"] != "law":
         ctx.say(f"{'[yellow]warning:[/] ' if rule['source'] == 'degenerate law' else ''}"

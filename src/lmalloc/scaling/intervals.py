@@ -10,7 +10,15 @@ turned into half-widths ``(below, above)`` at the same level:
 * ``hyperparameters``: the learning rate (or batch) the law hands over is off by ``δ`` in log,
   ``δ ~ N(0, s²)`` with ``s`` the law's sd of ``ln h*`` at the target; near the optimum the
   loss rises by ``c δ²`` (``c`` the curvature of loss in ``ln h`` measured by the search), so
-  with probability ``level`` the excess is below ``c (z s)²``: a one-sided part, above only.
+  with probability ``level`` the excess is below ``c (z s)²``: a one-sided part, above only;
+* ``extrapolation``: the law's own error when it extrapolates in compute, measured inside the
+  run (:func:`extrapolation_backtest`: refit without each size's longest training and predict
+  it, one branch ratio — about 2× — further) and grown linearly in the log of the extrapolation
+  the plan makes (``C_plan / C_top`` in units of that ratio); sd of log-loss
+  ``rms · max(1, ln(C_plan / C_top) / ln(ratio))``, applied like the seed part. This is the
+  model-form error the bootstrap cannot see: on the 10× checks of BENCHMARKS.md the bootstrap
+  interval missed half the cells, every law pessimistic by 4–13 %, while the 2× backtest errors
+  had the same sign.
 
 **Composition.** ``low = L - sqrt(sum below²)``, ``high = L + sqrt(sum above²)``: exact for
 independent Gaussian parts, an approximation otherwise (the parts are reported by name, so
@@ -19,6 +27,7 @@ the reader sees which one dominates).
 **Backtest.** :func:`backtest` refits without the ladder's largest size and predicts it: the
 relative error and whether each held-out point fell inside its predicted interval. It is the
 run's own check of the extrapolation the plan makes (on a smaller scale: one size up, not 10×).
+:func:`extrapolation_backtest` is its check in compute (one branch further at every size).
 """
 
 from __future__ import annotations
@@ -83,6 +92,15 @@ def hyperparameter_part(curvature: float, log_sd: float, level: float) -> tuple[
     return 0.0, curvature * (_z(level) * log_sd) ** 2
 
 
+def extrapolation_part(loss: float, check: dict[str, Any], flops: float,
+                       level: float) -> tuple[float, float]:
+    """Half-widths of the law's model-form error at ``flops`` of training, from the run's
+    :func:`extrapolation_backtest` (``check``): sd of log-loss = its rms error, times the
+    plan's extrapolation in compute in units of the backtest's (at least one)."""
+    steps = max(1.0, math.log(max(flops, 1.0) / check["c_top"]) / math.log(check["factor"]))
+    return seed_part(loss, check["rms_log_error"] * steps, level)
+
+
 def compose_interval(value: float, level: float,
                      parts: dict[str, tuple[float, float]]) -> dict[str, Any]:
     """The interval of ``value`` from named half-widths ``(below, above)``, in quadrature.
@@ -104,16 +122,24 @@ def compose_interval(value: float, level: float,
 
 def predicted_interval(est: Estimate, seed_sd: float | None = None,
                        hyperparameters: Sequence[tuple[str, float | None, float]] = (),
+                       extrapolation: tuple[dict[str, Any], float] | None = None,
                        ) -> dict[str, Any]:
     """The plan's loss interval: the law's bootstrap, the seed noise (``seed_sd`` of log-loss,
-    None when not measured) and one part per handed-over hyperparameter
-    ``(name, curvature, log_sd)`` (curvature None: not measured, left out and listed)."""
+    None when not measured), one part per handed-over hyperparameter
+    ``(name, curvature, log_sd)`` (curvature None: not measured, left out and listed) and the
+    law's extrapolation error ``(extrapolation_backtest result, planned FLOPs)`` (None, or a
+    backtest that was not available: listed as not measured)."""
     parts = {"law": law_part(est)}
     missing = []
     if seed_sd is None:
         missing.append("seed")
     else:
         parts["seed"] = seed_part(est.value, seed_sd, est.level)
+    if extrapolation is None or not extrapolation[0].get("available"):
+        missing.append("extrapolation")
+    else:
+        parts["extrapolation"] = extrapolation_part(est.value, extrapolation[0],
+                                                    extrapolation[1], est.level)
     for name, curvature, log_sd in hyperparameters:
         if curvature is None:
             missing.append(name)
@@ -158,3 +184,51 @@ def backtest(N: ArrayLike, D: ArrayLike, loss: ArrayLike,
     return {"available": True, "held_out_N": float(sizes[-1]), "points": rows,
             "mean_abs_error": float(np.mean(np.abs(errors))),
             "inside": sum(r["inside"] for r in rows), "of": len(rows)}
+
+
+def extrapolation_backtest(N: ArrayLike, D: ArrayLike, loss: ArrayLike, C: ArrayLike,
+                           fit_fn: Callable[[np.ndarray, np.ndarray, np.ndarray], _Predicts],
+                           min_points: int = 8) -> dict[str, Any]:
+    """Fit without each size's longest training (``fit_fn(N, D, loss)``), predict those.
+
+    The plan extrapolates in compute, mostly in D; this measures how wrong the law is one
+    branch further at every size, in the run's own data. Returns ``available`` (False with a
+    ``reason``), one row per held-out point (``N``, ``D``, ``actual``, ``predicted``,
+    ``error`` = predicted / actual - 1), ``mean_error`` (its sign: pessimistic > 0),
+    ``rms_log_error``, ``factor`` (the median ratio of a held-out D to the longest kept one
+    of its size) and ``c_top`` (the largest training compute of the ladder, ``C``).
+    """
+    n, d, y, c = (np.asarray(v, dtype=np.float64).ravel() for v in (N, D, loss, C))
+    if not (n.shape == d.shape == y.shape == c.shape):
+        raise invalid("backtest inputs", (n.size, d.size, y.size, c.size),
+                      "arrays of one length")
+    ok = np.isfinite(y)
+    n, d, y, c = n[ok], d[ok], y[ok], c[ok]
+    held = np.zeros(n.size, dtype=bool)
+    ratios = []
+    for size in np.unique(n):
+        idx = np.flatnonzero(n == size)
+        if idx.size < 2:
+            continue
+        order = idx[np.argsort(d[idx])]
+        held[order[-1]] = True
+        ratios.append(d[order[-1]] / d[order[-2]])
+    if len(ratios) < 2 or float(np.median(ratios)) <= 1.0:
+        return {"available": False, "reason": f"{len(ratios)} sizes with 2+ token counts: "
+                "the check needs 2"}
+    if int((~held).sum()) < min_points:
+        return {"available": False, "reason": f"{int((~held).sum())} points without each "
+                f"size's longest training: the fit needs {min_points}"}
+    fit = fit_fn(n[~held], d[~held], y[~held])
+    rows = []
+    for N_i, D_i, y_i in zip(n[held], d[held], y[held], strict=True):
+        pred = fit.predict_estimate(float(N_i), float(D_i)).value
+        rows.append({"N": float(N_i), "D": float(D_i), "actual": float(y_i),
+                     "predicted": float(pred), "error": float(pred) / float(y_i) - 1.0})
+    logs = np.log([r["predicted"] / r["actual"] for r in rows])
+    if not np.all(np.isfinite(logs)):
+        return {"available": False, "reason": "the refit predicts a non-finite loss"}
+    return {"available": True, "points": rows,
+            "mean_error": float(np.mean([r["error"] for r in rows])),
+            "rms_log_error": float(np.sqrt(np.mean(logs ** 2))),
+            "factor": float(np.median(ratios)), "c_top": float(c.max())}

@@ -6,7 +6,9 @@ its inputs and saves the result:
 * the L(N, D) fit with the degenerate-fit remedy (:func:`~lmalloc.scaling.degeneracy.
   fit_with_remedy`), the measured seed noise as the MAP prior's noise;
 * the approach-2 cross-check on the ladder's IsoFLOP branches at the target compute;
-* the backtest (fit without the largest size, predict it);
+* the backtest (fit without the largest size, predict it) and its check in compute (fit
+  without each size's longest training, predict those), which sizes the interval's
+  extrapolation part;
 * the seed noise from repeated ladder points;
 * the hyperparameter laws from the search trials (when they span 2+ scales; otherwise the
   entry says why not).
@@ -23,7 +25,7 @@ from numpy.typing import ArrayLike
 from lmalloc.errors import UserError
 from lmalloc.scaling.degeneracy import fit_with_remedy, isoflop_cross_check
 from lmalloc.scaling.hyperparams import fit_hyperparameter_laws
-from lmalloc.scaling.intervals import backtest, seed_noise
+from lmalloc.scaling.intervals import backtest, extrapolation_backtest, seed_noise
 from lmalloc.scaling.parametric import fit_parametric
 
 
@@ -34,8 +36,8 @@ def fit_ladder(
     C: ArrayLike | None = None,
 ) -> dict[str, Any]:
     """laws.json entries for a run: ``parametric`` (a fit object), ``degeneracy``,
-    ``isoflop_check``, ``backtest``, ``seed_noise`` and ``hyperparameters`` (a fit object, or
-    ``{"available": False, "reason"}``).
+    ``isoflop_check``, ``backtest``, ``extrapolation``, ``seed_noise`` and ``hyperparameters``
+    (a fit object, or ``{"available": False, "reason"}``).
 
     Args:
         N, D, loss: the ladder's points (non-finite losses are dropped).
@@ -63,7 +65,10 @@ def fit_ladder(
     return {"parametric": fit, "degeneracy": report,
             "isoflop_check": isoflop_cross_check(n, d, y, fit, target_flops,
                                                  fit.flops_per_token_per_param, C=c),
-            "backtest": backtest(n, d, y, refit), "seed_noise": noise,
+            "backtest": backtest(n, d, y, refit),
+            "extrapolation": extrapolation_backtest(
+                n, d, y, fit.flops_per_token_per_param * n * d if c is None else c, refit),
+            "seed_noise": noise,
             "hyperparameters": _hp_laws(hp_trials, bootstrap, seed)}
 
 

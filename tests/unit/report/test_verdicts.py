@@ -182,6 +182,16 @@ def test_the_interval_names_its_parts() -> None:
     assert "its width: law -0.08/+0.09, seed -0.03/+0.03" in v.text and v.severity == OK
 
 
+def test_the_backtest_in_compute_says_its_error_and_which_way() -> None:
+    art = healthy()
+    art["laws"]["extrapolation"] = {"available": True, "mean_error": 0.031, "factor": 2.0,
+                                    "rms_log_error": 0.04, "c_top": 1e12, "points": []}
+    v = _by_topic(judge(**art))["backtest"]
+    assert "predicts those 2× further with mean error +3.1 % (pessimistic; rms 4 %)" in v.text
+    art["laws"]["extrapolation"]["mean_error"] = -0.02
+    assert "(optimistic;" in _by_topic(judge(**art))["backtest"].text
+
+
 def test_a_final_run_cut_short_is_not_the_predicted_run() -> None:
     art = healthy()
     art["train"].update(status="time_limit", tokens=0.47 * 4e6)

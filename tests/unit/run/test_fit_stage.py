@@ -1,5 +1,5 @@
 """The fit stage on a degenerate ladder table: laws.json carries the remedy (with its prior),
-the backtest and why there are no hyperparameter laws; the search trains with WSD."""
+the backtests and why there are no hyperparameter laws; the search trains with WSD."""
 
 from __future__ import annotations
 
@@ -44,6 +44,10 @@ def test_fit_stage_writes_the_remedy_backtest_and_hp_verdict(tmp_path: Path) -> 
     assert any("remedy: refitted as a MAP fit" in w for w in laws["warnings"])
     rec = run.manifest()["stages"]["fit"]
     assert rec["remedy"] == "map" and rec["backtest_error"] is not None
+    ex = laws["extrapolation"]  # the backtest in compute, which the plan's interval carries
+    assert ex["available"] and rec["extrapolation_error"] == pytest.approx(ex["mean_error"])
+    assert ex["c_top"] == pytest.approx(max(6 * n * d for n, d in zip(N, D, strict=True)),
+                                        rel=0.05)
 
 
 def test_the_search_trains_with_the_final_runs_schedule(

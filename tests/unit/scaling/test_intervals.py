@@ -12,6 +12,8 @@ from lmalloc.scaling.estimate import Estimate
 from lmalloc.scaling.intervals import (
     backtest,
     compose_interval,
+    extrapolation_backtest,
+    extrapolation_part,
     hyperparameter_part,
     law_part,
     seed_noise,
@@ -103,7 +105,50 @@ def test_predicted_interval_names_what_it_could_not_measure() -> None:
     est = Estimate(3.0, 2.95, 3.06, 0.9)
     only_law = predicted_interval(est)
     assert only_law["low"] == pytest.approx(2.95) and only_law["high"] == pytest.approx(3.06)
-    assert only_law["not_measured"] == ["seed"]
-    full = predicted_interval(est, 0.01, [("lr", 0.08, 0.3), ("batch", None, 0.2)])
-    assert set(full["parts"]) == {"law", "seed", "lr"} and full["not_measured"] == ["batch"]
+    assert only_law["not_measured"] == ["seed", "extrapolation"]
+    check = {"available": True, "rms_log_error": 0.02, "factor": 2.0, "c_top": 1e12}
+    full = predicted_interval(est, 0.01, [("lr", 0.08, 0.3), ("batch", None, 0.2)],
+                              (check, 1e13))
+    assert set(full["parts"]) == {"law", "seed", "lr", "extrapolation"}
+    assert full["not_measured"] == ["batch"]
     assert full["low"] < est.low and full["high"] > est.high
+
+
+def test_extrapolation_backtest_holds_out_each_sizes_longest_training() -> None:
+    N = np.repeat([1e4, 4e4, 1.6e5, 6.4e5], 3)
+    D = np.tile([1e5, 2e5, 4e5], 4)
+    loss = 2 + 10 / np.sqrt(N) + 100 / np.sqrt(D)
+    loss[D == 4e5] /= 1.03  # the longest trainings 3 % better than the law: it is pessimistic
+    fits: list[_Law] = []
+
+    def fit_fn(n: np.ndarray, d: np.ndarray, y: np.ndarray) -> _Law:
+        fits.append(_Law(n, d, y))
+        return fits[-1]
+
+    ex = extrapolation_backtest(N, D, loss, 6 * N * D, fit_fn, min_points=8)
+    assert ex["available"] and len(ex["points"]) == 4
+    assert 4e5 not in fits[0].seen[1] and len(fits[0].seen[1]) == 8  # never saw the longest
+    assert {r["D"] for r in ex["points"]} == {4e5}
+    assert ex["mean_error"] == pytest.approx(0.03)
+    assert ex["rms_log_error"] == pytest.approx(math.log(1.03))
+    assert ex["factor"] == pytest.approx(2.0) and ex["c_top"] == pytest.approx(6 * 6.4e5 * 4e5)
+
+
+def test_extrapolation_part_grows_with_the_plans_extrapolation() -> None:
+    check = {"rms_log_error": 0.02, "factor": 2.0, "c_top": 1e12}
+    z = 1.6448536269514722
+    # at or below the ladder's compute: one backtest step; 8x further: three steps
+    assert extrapolation_part(4.0, check, 1e11, 0.9) == pytest.approx(seed_part(4.0, 0.02, 0.9))
+    lo, hi = extrapolation_part(4.0, check, 8e12, 0.9)
+    assert hi == pytest.approx(4.0 * (math.exp(z * 0.06) - 1))
+    assert lo == pytest.approx(4.0 * (1 - math.exp(-z * 0.06)))
+
+
+def test_extrapolation_backtest_refuses_too_little() -> None:
+    N = np.array([1e4, 4e4, 1.6e5, 6.4e5])
+    ex = extrapolation_backtest(N, np.full(4, 1e5), np.ones(4), N, lambda n, d, y: _Law(n, d, y))
+    assert not ex["available"] and "2+ token counts" in ex["reason"]
+    N = np.repeat([1e4, 4e4, 1.6e5], 2)
+    D = np.tile([1e5, 2e5], 3)
+    ex = extrapolation_backtest(N, D, np.ones(6), N * D, lambda n, d, y: _Law(n, d, y))
+    assert not ex["available"] and "needs 8" in ex["reason"]
