@@ -90,9 +90,9 @@ def plan_at(ctx: Any, flops: float) -> dict[str, Any]:
 
 
 def train_size(root: Path, ctx: Any, plan: dict[str, Any], n: float, flops: float,
-               ) -> dict[str, Any]:
+               tag: str = "") -> dict[str, Any]:
     """One IsoFLOP point: the shape nearest ``n`` non-embedding parameters on ``flops``
-    (trained in ``root/<layers>x<width>``, so a shape is trained once per cell)."""
+    (trained in ``root/<layers>x<width><tag>``, so a shape is trained once per cell)."""
     from lmalloc.model.accounting import param_count, train_flops_per_token
     from lmalloc.model.shape import shape_for
     from lmalloc.rundir import atomic_write_json
@@ -102,7 +102,7 @@ def train_size(root: Path, ctx: Any, plan: dict[str, Any], n: float, flops: floa
     base = plan["model"]
     cfg = shape_for(n, ctx.vocab, ctx.recipe.seq_len, mup_base_width=base["mup_base_width"],
                     mup_base_depth=base["mup_base_depth"])
-    out = root / f"{cfg.n_layer}x{cfg.d_model}"
+    out = root / f"{cfg.n_layer}x{cfg.d_model}{tag}"
     done = out / "point.json"
     if done.exists():
         return dict(json.loads(done.read_text()))
@@ -159,6 +159,15 @@ def cell(corpus: str, seed: int, budget: str, sizes: int, factor: float, work: P
     pred = plan["predicted"]["loss"]
     laws = load_laws(ctx.run.path("laws.json"))
     deg = laws["degeneracy"]
+    lr_check = None
+    if plan["hyperparameters"]["lr"] != ctx.search.lr:  # the lr law moved it: was that right?
+        alt = {**plan, "train": {**plan["train"], "lr": ctx.search.lr}}
+        q = train_size(root, ctx, alt, n_star, c_v, tag="_search_lr")
+        at = min(points, key=lambda p: abs(math.log(p["N"] / n_star)))
+        lr_check = {"law_lr": plan["hyperparameters"]["lr"], "search_lr": ctx.search.lr,
+                    "loss_law_lr": at["loss"], "loss_search_lr": q["loss"]}
+        print(f"{corpus} s{seed}: lr law {lr_check['law_lr']:.3g} -> {at['loss']:.4f}, "
+              f"searched lr {ctx.search.lr:.3g} -> {q['loss']:.4f}", flush=True)
     return judged({
         "corpus": corpus, "seed": seed, "budget": budget, "c_top": c_top, "c_v": c_v,
         "planned_N": n_star, "planned_D": plan["predicted"]["D"],
@@ -166,9 +175,22 @@ def cell(corpus: str, seed: int, budget: str, sizes: int, factor: float, work: P
         "problems": [p["code"] for p in deg["problems"]],
         "problems_after": [p["code"] for p in deg.get("problems_after", [])],
         "size_source": plan["allocation"]["size_source"],
-        "lr": plan["hyperparameters"]["lr"], "points": points,
+        "lr": plan["hyperparameters"]["lr"], "lr_source": plan["hyperparameters"]["lr_source"],
+        "lr_check": lr_check, "hp_law": _hp_summary(laws.get("hyperparameters")),
+        "points": points,
         "predicted": pred["value"], "interval": [pred["low"], pred["high"]],
     })
+
+
+def _hp_summary(hp: Any) -> dict[str, Any] | None:
+    """The lr law of laws.json in a line: scale, k, p with its interval, per-scale optima."""
+    if isinstance(hp, dict):  # laws.json says why there is none
+        return {"available": False, "reason": hp.get("reason")}
+    if hp is None or hp.lr is None:
+        return None
+    p = hp.lr.estimates()["p"]
+    return {"scale": hp.scale, "k": hp.lr.k, "p": hp.lr.p, "p_interval": [p.low, p.high],
+            "optima": [list(o) for o in hp.lr.optima]}
 
 
 def judged(c: dict[str, Any]) -> dict[str, Any]:
@@ -232,6 +254,10 @@ def summary(work: Path) -> list[dict[str, Any]]:
               f"{str(c['inside']):>8}  {src}")
         print("    " + ", ".join(f"{p['shape'][0]}x{p['shape'][1]} ({p['N']:,}): "
                                  f"{p['loss']:.4f}" for p in c["points"]))
+        if c.get("lr_check"):
+            k = c["lr_check"]
+            print(f"    lr law {k['law_lr']:.3g}: {k['loss_law_lr']:.4f}; searched lr "
+                  f"{k['search_lr']:.3g}: {k['loss_search_lr']:.4f}")
         lo, hi = c["interval"]
         print(f"    predicted {c['predicted']:.3f} [{lo:.3f}, {hi:.3f}], achieved "
               f"{c['loss_at_plan']:.3f}" + "".join(

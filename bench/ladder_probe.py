@@ -48,6 +48,14 @@ def main() -> None:
                       "problems": [p["code"] for p in deg["problems"]],
                       "problems_after": [p["code"] for p in deg.get("problems_after", [])],
                       "backtest_error": laws["backtest"].get("mean_abs_error"),
+                      "extrapolation": {k: laws.get("extrapolation", {}).get(k) for k in (
+                          "mean_error", "rms_log_error", "factor")},
+                      "lr_law": {k: (laws["hyperparameters"].get("lr") or {}).get(k) for k in (
+                          "scale", "k", "p", "optima", "intervals")}
+                      if laws["hyperparameters"].get("lr") else laws["hyperparameters"],
+                      "lr": plan["train"]["lr"],
+                      "lr_source": plan["hyperparameters"]["lr_source"],
+                      "interval": plan["predicted"]["loss"],
                       "size_source": plan["allocation"].get("size_source"),
                       "planned_N": plan["predicted"]["N"], "planned_D": plan["predicted"]["D"]},
                      indent=1))

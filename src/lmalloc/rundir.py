@@ -393,8 +393,10 @@ class RunDir:
     def plots(self) -> Path:
         return self.root / "plots"
 
-    def trial(self, number: int) -> Path:
-        return self.root / "trials" / str(number)
+    def trial(self, number: int, study: str | None = None) -> Path:
+        """A search trial's folder: ``trials/N``, or ``trials/STUDY-N`` for a run's second
+        study (its numbers start at 0 too)."""
+        return self.root / "trials" / (str(number) if study is None else f"{study}-{number}")
 
     def path(self, rel: str) -> Path:
         """Resolve a path recorded in the manifest, refusing ones that escape the run."""

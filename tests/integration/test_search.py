@@ -66,6 +66,18 @@ def test_search_trains_trials_and_charges_the_ledger(run: Path) -> None:
     assert summary["counts"] == {"complete": 5}
 
 
+def test_a_second_study_in_the_run_keeps_its_own_trials(run: Path) -> None:
+    from dataclasses import replace
+
+    st.run_search(settings(run, n_trials=2))
+    other = st.run_search(replace(settings(run, n_trials=2), study_name="horizon"))
+    assert other["study"] == "horizon" and other["counts"] == {"complete": 2}
+    for n in range(2):  # the first study's trial folders are not reused
+        assert (run / "trials" / str(n) / "metrics.jsonl").exists()
+        assert (run / "trials" / f"horizon-{n}" / "metrics.jsonl").exists()
+    assert len(RunDir(run).manifest()["ledger"]) == 4
+
+
 def test_diverged_trial_is_recorded_and_search_goes_on(run: Path) -> None:
     space = run.parent / "space.toml"
     space.write_text('[params.lr]\ntype = "categorical"\nchoices = [1e3, 3e-3]\n')

@@ -128,10 +128,12 @@ def make_plan(
         unique_tokens=unique_tokens,
     )
     chosen = alloc.chosen
-    lr, lr_source = _lr_from(hp_laws, chosen.flops, lr)
+    lr, lr_source = _lr_from(hp_laws, chosen.flops, chosen.D, lr)
     loss, interval = chosen.loss, None
     if seed_sd is not None or hp_laws is not None or extrapolation is not None:
-        interval = _widened(chosen.loss, seed_sd, hp_laws, chosen.flops, extrapolation)
+        interval = _widened(chosen.loss, seed_sd, hp_laws, chosen.flops, chosen.D,
+                            extrapolation, lr_from_law=lr_source.startswith("lr law"),
+                            ceiling=math.log(vocab_size))
         loss = Estimate(chosen.loss.value, interval["low"], interval["high"], chosen.loss.level)
     model = {**chosen.model, "mup_base_width": mup_base_width, "mup_base_depth": mup_base_depth}
     D = int(chosen.D)
@@ -174,25 +176,53 @@ def make_plan(
     }
 
 
-def _lr_from(hp_laws: HyperparameterLaws | None, flops: float, lr: float) -> tuple[float, str]:
-    """The lr law's value at the final compute, or the searched ``lr`` (and which it is)."""
-    if hp_laws is None or hp_laws.lr is None or hp_laws.scale != "C":
+LR_HORIZON_EXPONENTS = (-1.0, 0.25)
+"""Where an lr law in the horizon D may put its exponent's whole bootstrap interval before the
+plan extrapolates with it: the optimal learning rate falls with the number of tokens, slower
+than 1/D (published fits of lr*(D) at fixed N lie well inside); an interval reaching outside
+says the two horizons did not pin it down, and the searched lr is kept."""
+
+
+def _lr_from(hp_laws: HyperparameterLaws | None, flops: float, tokens: float, lr: float,
+             ) -> tuple[float, str]:
+    """The lr law's value at the final run (its compute, or its tokens for a law in the
+    horizon D), or the searched ``lr``; and which it is, with the reason."""
+    if hp_laws is None or hp_laws.lr is None or hp_laws.scale not in ("C", "D"):
         return lr, "search"
     law = hp_laws.lr
-    return float(law.predict(flops)), f"lr law {law.k:.3g}·C^{law.p:.3g} ({law.source})"
+    at = flops if law.scale == "C" else tokens
+    if law.scale == "D":
+        p = law.estimates()["p"]
+        lo, hi = LR_HORIZON_EXPONENTS
+        untrusted = [s for s, _, how in law.optima if how != "quadratic"]
+        if untrusted or not (lo <= p.low and p.high <= hi):
+            why = (f"no bowl in lr at D = {', '.join(f'{s:.3g}' for s in untrusted)}"
+                   if untrusted else f"its exponent's interval [{p.low:.2g}, {p.high:.2g}] "
+                   f"is not inside [{lo:g}, {hi:g}]")
+            return lr, f"search (the lr law {law.k:.3g}·D^{law.p:.3g} was not used: {why})"
+    return float(law.predict(at)), f"lr law {law.k:.3g}·{law.scale}^{law.p:.3g} ({law.source})"
 
 
 def _widened(est: Estimate, seed_sd: float | None, hp_laws: HyperparameterLaws | None,
-             flops: float, extrapolation: dict[str, Any] | None) -> dict[str, Any]:
+             flops: float, tokens: float, extrapolation: dict[str, Any] | None, *,
+             lr_from_law: bool, ceiling: float) -> dict[str, Any]:
     """The law's interval widened by the measured seed, hyperparameter and extrapolation
-    noise."""
+    noise. An lr law the plan did not use prices nothing (its spread is not the searched lr's:
+    listed as not measured). The upper end stops at ``ceiling`` (ln of the vocabulary: the
+    loss of a uniform prediction, which no trained model's law should exceed)."""
     from lmalloc.scaling.intervals import predicted_interval
 
     hps = [] if hp_laws is None else [
-        (law.name, law.curvature, law.log_sd(flops))
+        (law.name, law.curvature if law.name != "lr" or lr_from_law else None,
+         law.log_sd(tokens if law.scale == "D" else flops))
         for law in (hp_laws.lr, hp_laws.batch) if law is not None]
-    return predicted_interval(est, seed_sd, hps,
-                              None if extrapolation is None else (extrapolation, flops))
+    out = predicted_interval(est, seed_sd, hps,
+                             None if extrapolation is None else (extrapolation, flops))
+    if out["high"] > ceiling > est.value:
+        out["high"], out["capped"] = ceiling, (
+            f"the upper end stops at ln(vocabulary) = {ceiling:.3g}, the loss of a uniform "
+            "prediction")
+    return out
 
 
 def _data_section(D: float, unique: float | None, effective: float | None,

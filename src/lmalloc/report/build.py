@@ -194,6 +194,7 @@ def _search(sec: Section, art: RunArtifacts, plots: dict[str, Plot | None],
                       + " trials. Best hyperparameters:")
         best = art.search.get("best_params") or {}
         sec.table(["hyperparameter", "value"], [[k, v] for k, v in best.items()])
+    _lr_law(sec, art)
     _figure(sec, plots["search_history"], "no finished trial in the study yet")
     if plots["importances"] is not None:
         _figure(sec, plots["importances"])
@@ -203,6 +204,30 @@ def _search(sec: Section, art: RunArtifacts, plots: dict[str, Plot | None],
         sec.paragraph("Browse the study interactively (pip install 'lmalloc[dashboard]'; it "
                       f"serves on this machine only): optuna-dashboard --host 127.0.0.1 "
                       f"{art.study_url}")
+
+
+def _lr_law(sec: Section, art: RunArtifacts) -> None:
+    """The shorter horizon study, the lr law lr*(D) the two horizons give (or why none), and
+    whether the plan used it."""
+    horizon = (art.search or {}).get("horizon")
+    if horizon:
+        counts = horizon.get("counts", {})
+        sec.paragraph(f"Horizon study {horizon.get('study', '?')!r} "
+                      f"({horizon.get('trial_tokens', 0):,} tokens per trial, against "
+                      f"{(art.search or {}).get('trial_tokens', 0):,} in the main study): "
+                      + ", ".join(f"{v} {k}" for k, v in counts.items()) + " trials.")
+    hp = (art.laws_doc or {}).get("hyperparameters")
+    if isinstance(hp, dict) and hp.get("lr"):
+        law, how = hp["lr"], (art.plan or {}).get("hyperparameters", {}).get("lr_source")
+        p = law["intervals"]["p"]
+        sec.paragraph(
+            f"Learning-rate law lr* = {law['k']:.3g}·{law['scale']}^{law['p']:.3g} (exponent "
+            f"{p['low']:.2g} to {p['high']:.2g}, {p['level']:.0%} bootstrap), through the best "
+            "lr at " + ", ".join(f"{law['scale']} = {s:.3g}: {h:.3g} ({m})"
+                                 for s, h, m in law["optima"])
+            + (f". The plan's lr: {how}." if how else "."))
+    elif isinstance(hp, dict) and hp.get("reason"):
+        sec.note(f"No learning-rate law: {hp['reason']}.")
 
 
 def _scaling(sec: Section, art: RunArtifacts, plots: dict[str, Plot | None]) -> None:

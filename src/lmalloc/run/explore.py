@@ -10,8 +10,11 @@ smallest model under μP (``mup_base_width`` = that model's width) and CompleteP
 (``mup_base_depth`` = its depth), so the same learning rate is used unchanged by every wider
 and deeper ladder model and by the final run (``lmalloc.model.gpt``
 documents the μP rules; the transfer is tested in ``tests/integration/test_mup_transfer.py``).
-Batch size is held fixed at the run's recipe: with one batch size per exploration a batch-size
-law cannot be fitted (see the closing note of the planner issue).
+What they do not carry is the training horizon: the search stage also runs a study of the
+same proxy at 4× shorter trials (``stages.HORIZON_RATIO``), and the fit stage fits the
+learning-rate law lr*(D) through the two horizons' optima. Batch size is held fixed at the
+run's recipe: with one batch size per exploration a batch-size law cannot be fitted (see the
+closing note of the planner issue).
 
 **Ladder.** Each model size of the design (:mod:`lmalloc.plan.ladder`) trains once with a WSD
 schedule and no cooldown, keeping snapshots; each snapshot then gets a short linear cooldown
@@ -59,10 +62,14 @@ def search_space(lr: float) -> dict[str, Any]:
 def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budget: float,
                      unit: str, trial_tokens: int, strategy: str = "auto",
                      hardware: str | None = None,
-                     on_poll: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    """Tune lr and warmup on the μP proxy until ``budget`` (``unit``: flops or seconds) is
-    spent; returns the search summary with ``best_params``."""
-    from lmalloc.search.study import SearchSettings, run_search
+                     on_poll: Callable[[Any], None] | None = None,
+                     study_name: str | None = None, pruner: str = "asha") -> dict[str, Any]:
+    """Tune lr and warmup on the μP proxy until the search stage has spent ``budget``
+    (``unit``: flops or seconds; what an earlier study of the stage spent counts) and return
+    the search summary with ``best_params``. ``study_name``: a second study of the run (its
+    trials in ``trials/NAME-N``); ``pruner``: ASHA by default, ``"none"`` to train every
+    trial to the end."""
+    from lmalloc.search.study import STUDY_NAME, SearchSettings, run_search
 
     steps = max(1, trial_tokens // recipe.batch_tokens)
     # the schedule of the ladder and the final run (WSD), so the lr found is theirs
@@ -75,6 +82,7 @@ def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budg
         base_train=base_train, strategy=strategy, seed=recipe.seed, stage="search",
         budget_flops=budget if unit == "flops" else None,
         budget_seconds=budget if unit == "seconds" else None, hardware=hardware,
+        study_name=study_name or STUDY_NAME, pruner=pruner,
     )
     from lmalloc.model.accounting import train_flops_per_token
     from lmalloc.model.config import GPTConfig

@@ -42,6 +42,14 @@ if TYPE_CHECKING:
 SEED_REPEAT_SHARE = 0.05
 """Of the ladder's share, kept for one seed repeat of its cheapest point (the seed noise the
 plan's interval carries); a repeat that would not fit is skipped and the plan says so."""
+HORIZON_SHARE = 0.25
+"""Of the search's share, spent first on a second study at :data:`HORIZON_RATIO` times shorter
+trials: with the main study's, the best learning rate at two training horizons, from which the
+fit stage fits the lr law lr*(D) (μP and CompleteP carry lr across width and depth; what is left
+is its dependence on the number of tokens). It trains every trial to the end (no pruner): its
+8 or so trials are the points of a bowl in log lr, where ASHA would complete 2 or 3."""
+HORIZON_RATIO = 4
+HORIZON_STUDY = "horizon"
 LADDER_FLOOR_HALVINGS = 2
 """When the budget cannot pay for a ladder of ``Recipe.min_params``-sized models (a slow or
 busy machine), the split halves that floor up to this many times before giving up."""
@@ -168,12 +176,21 @@ def search(ctx: RunContext) -> None:
     trial_tokens = max(4 * recipe.batch_tokens, tokens_within(
         GPTConfig.from_dict(proxy), share / 8, ctx.cost(recipe.evals_per_run),
         recipe.batch_tokens))
+    short = trial_tokens // HORIZON_RATIO // recipe.batch_tokens * recipe.batch_tokens
     with BudgetBar(ctx.run, "search", share, unit, ctx.progress) as bar:
+        horizon = None
+        if short >= 4 * recipe.batch_tokens:  # else too short to say anything about lr
+            horizon = run_search_stage(ctx.run, proxy, recipe, budget=HORIZON_SHARE * share,
+                                       unit=unit, trial_tokens=short,
+                                       hardware=ctx.hardware_name, on_poll=bar.update,
+                                       study_name=HORIZON_STUDY, pruner="none")
+            horizon["trial_tokens"] = short
         summary = run_search_stage(ctx.run, proxy, recipe, budget=share, unit=unit,
                                    trial_tokens=trial_tokens, hardware=ctx.hardware_name,
                                    on_poll=bar.update)
     summary["proxy"] = proxy
     summary["trial_tokens"] = trial_tokens
+    summary["horizon"] = horizon
     atomic_write_json(ctx.run.path(SEARCH_JSON), summary)
     ctx.run.record_stage("search", out=SEARCH_JSON, best=summary["best_params"])
 
@@ -244,8 +261,8 @@ def _redesign_ladder(ctx: RunContext, share: float, planned: Ladder, floor: floa
 def fit(ctx: RunContext) -> None:
     """laws.json from the run's own trainings (:func:`~lmalloc.scaling.ladderfit.fit_ladder`):
     the L(N, D) fit, remedied by a MAP fit with a stated exponent prior when degenerate, its
-    approach-2 cross-check and backtest; the search's single scale cannot give
-    hyperparameter laws, and the entry says so."""
+    approach-2 cross-check and backtests; the lr law lr*(D) from the search's two horizons
+    (or, when they do not allow one, why not)."""
     import numpy as np
 
     from lmalloc.plan.ladder import Ladder
@@ -292,20 +309,19 @@ def fit(ctx: RunContext) -> None:
 
 
 def _search_trials(ctx: RunContext) -> dict[str, list[float]] | None:
-    """The finished search trials as (compute, loss in nats, lr) columns, or None."""
+    """The finished trials of both search studies (the main one and the shorter horizon
+    study) as (tokens D, loss in nats, lr) columns, or None. All train the one μP/CompleteP
+    proxy, so the scale that varies is the horizon D."""
     import math
 
-    from lmalloc.model.accounting import train_flops_per_token
-    from lmalloc.model.config import GPTConfig
-
-    found = ctx.search
-    done = [t for t in found.trials if t.get("state") == "complete" and t.get("tokens")
+    doc = read_json(ctx.run.path(SEARCH_JSON), "search summary")
+    trials = list(doc.get("trials", [])) + list((doc.get("horizon") or {}).get("trials", []))
+    done = [t for t in trials if t.get("state") == "complete" and t.get("tokens")
             and t.get("value") is not None and t.get("params", {}).get("lr")]
     if not done:
         return None
-    fpt = train_flops_per_token(GPTConfig.from_dict(found.proxy))
     nats = math.log(2) / ctx.tokens_per_byte  # the search minimises val_bpb
-    return {"C": [fpt * float(t["tokens"]) for t in done],
+    return {"D": [float(t["tokens"]) for t in done],
             "loss": [float(t["value"]) * nats for t in done],
             "lr": [float(t["params"]["lr"]) for t in done]}
 

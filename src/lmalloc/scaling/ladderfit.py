@@ -10,8 +10,8 @@ its inputs and saves the result:
   without each size's longest training, predict those), which sizes the interval's
   extrapolation part;
 * the seed noise from repeated ladder points;
-* the hyperparameter laws from the search trials (when they span 2+ scales; otherwise the
-  entry says why not).
+* the hyperparameter laws from the search trials (when they span 2+ scales: compute, or
+  the horizon D of one proxy; otherwise the entry says why not).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def fit_ladder(
         target_flops: the final run's compute (for the approach-2 cross-check).
         repeats: groups of losses of the same (N, D) point trained with different seeds.
         hp_trials: the search trials, ``{"C": ..., "loss": ..., "lr": ..., "batch": ...}``
-            (``lr`` and/or ``batch``).
+            (``lr`` and/or ``batch``; ``"D"`` in place of ``"C"``: trials of one shape at
+            several horizons, the laws are then in tokens).
         C: each point's training FLOPs as counted (the ladder's IsoFLOP levels are equal in
             them); None: ``k N D``.
     """
@@ -76,8 +77,9 @@ def _hp_laws(trials: Mapping[str, ArrayLike] | None, bootstrap: int, seed: int |
     if trials is None:
         return {"kind": "unavailable", "available": False, "reason": "no search trials given"}
     try:
-        return fit_hyperparameter_laws(trials["C"], trials["loss"], lr=trials.get("lr"),
-                                       batch=trials.get("batch"), bootstrap=bootstrap,
-                                       seed=seed)
+        name = "D" if "D" in trials else "C"
+        return fit_hyperparameter_laws(trials[name], trials["loss"], lr=trials.get("lr"),
+                                       batch=trials.get("batch"), scale_name=name,
+                                       bootstrap=bootstrap, seed=seed)
     except UserError as e:
         return {"kind": "unavailable", "available": False, "reason": str(e)}

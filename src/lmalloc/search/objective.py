@@ -35,6 +35,9 @@ from lmalloc.rundir import OutsideRunError, RunDir
 from lmalloc.search.space import SearchSpace
 from lmalloc.train.callbacks import Callback, StopTraining
 
+STUDY_NAME = "explore"
+"""A run's search study; another study in the same run keeps its trials in trials/NAME-N."""
+
 TRAIN_ALIASES = {"warmup_frac": "warmup"}
 SECOND_OBJECTIVES = ("flops", "memory", "params")
 CONSTRAINT_ATTR = "constraint"
@@ -277,7 +280,8 @@ class TrialObjective:
         if train_cfg.eval_every == 0:  # the pruner needs intermediate reports
             steps = (train_cfg.max_tokens or 0) // train_cfg.batch_tokens
             train_cfg = train_cfg.replace(eval_every=max(1, steps // 8) if steps else 0)
-        out = self.run.trial(trial.number)
+        name = trial.study.study_name
+        out = self.run.trial(trial.number, None if name == STUDY_NAME else name)
         cost = None
         if self.second:
             from lmalloc.search.pareto_prune import COST_ATTR

@@ -34,10 +34,9 @@ from optuna.trial import TrialState
 
 from lmalloc.errors import UserError
 from lmalloc.rundir import RunDir, confined, refused_writes
-from lmalloc.search.objective import Limits, TrialFailed, TrialObjective
+from lmalloc.search.objective import STUDY_NAME, Limits, TrialFailed, TrialObjective
 from lmalloc.search.space import SearchSpace
 
-STUDY_NAME = "explore"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 PRUNERS = ("asha", "hyperband", "median", "none")
 

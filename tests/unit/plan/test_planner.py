@@ -165,3 +165,61 @@ def test_batch_for_uses_the_runs_law_else_names_the_prior() -> None:
     want = 0.3 * 1e15**0.35
     assert b % RECIPE.seq_len == 0 and want / 1.5 <= b <= want * 1.5
     assert batch_for(1e15, RECIPE, 1) == batch_for(1e15, RECIPE, 1, None)
+
+
+def _horizon_laws(noise: float, spread: float = 2.0):  # type: ignore[no-untyped-def]
+    """An lr law in the horizon D from a simulated search of one proxy at two trial lengths
+    (lr* = 0.05 D^-0.3, bowl curvature 0.1)."""
+    import numpy as np
+
+    from lmalloc.scaling.hyperparams import fit_hyperparameter_laws
+
+    rng = np.random.default_rng(1)
+    D = np.repeat([1e5, 4e5], 24)
+    best = 0.05 * D**-0.3
+    lr = best * np.exp(rng.uniform(-spread, spread, D.size))
+    loss = 4.0 + 0.1 * np.log(lr / best) ** 2 + noise * rng.standard_normal(D.size)
+    return fit_hyperparameter_laws(D, loss, lr=lr, scale_name="D", bootstrap=100)
+
+
+def test_an_lr_law_in_the_horizon_sets_the_final_runs_lr_from_its_tokens(
+        fit) -> None:  # type: ignore[no-untyped-def]
+    laws = _horizon_laws(noise=0.002)
+    common = dict(amount=1e15, unit="flops", hardware=get_hardware("cpu"), vocab_size=4096,
+                  recipe=RECIPE, lr=0.01, warmup=0.05, mup_base_width=64, tokens_per_byte=0.3)
+    plan = make_plan(fit, hp_laws=laws, **common)
+    D = plan["predicted"]["D"]
+    assert plan["train"]["lr"] == pytest.approx(float(laws.lr.predict(D)))  # at its tokens
+    assert plan["train"]["lr"] == pytest.approx(0.05 * D**-0.3, rel=0.2)
+    assert "·D^" in plan["hyperparameters"]["lr_source"]
+    assert "lr" in plan["predicted"]["interval"]["parts"]
+
+
+def test_an_lr_law_the_two_horizons_do_not_pin_down_keeps_the_searched_lr(
+        fit) -> None:  # type: ignore[no-untyped-def]
+    laws = _horizon_laws(noise=0.3)  # trial noise swamps the bowl: exponent anywhere
+    p = laws.lr.estimates()["p"]
+    assert p.low < -1.0 or p.high > 0.25 or any(m != "quadratic" for *_, m in laws.lr.optima)
+    common = dict(amount=1e15, unit="flops", hardware=get_hardware("cpu"), vocab_size=4096,
+                  recipe=RECIPE, lr=0.01, warmup=0.05, mup_base_width=64, tokens_per_byte=0.3)
+    plan = make_plan(fit, hp_laws=laws, **common)
+    assert plan["train"]["lr"] == 0.01
+    assert plan["hyperparameters"]["lr_source"].startswith("search (the lr law")
+    assert "was not used" in plan["hyperparameters"]["lr_source"]
+    # the unused law's spread is not the searched lr's: no lr part, listed as not measured
+    interval = plan["predicted"]["interval"]
+    assert "lr" not in interval["parts"] and "lr" in interval["not_measured"]
+
+
+def test_the_interval_stops_at_the_loss_of_a_uniform_prediction(
+        fit) -> None:  # type: ignore[no-untyped-def]
+    import math
+
+    wild = {"available": True, "rms_log_error": 0.5, "factor": 2.0, "c_top": 1e9}
+    common = dict(amount=1e15, unit="flops", hardware=get_hardware("cpu"), vocab_size=4096,
+                  recipe=RECIPE, lr=0.01, warmup=0.05, mup_base_width=64, tokens_per_byte=0.3)
+    plan = make_plan(fit, extrapolation=wild, **common)
+    interval = plan["predicted"]["interval"]
+    assert interval["high"] == pytest.approx(math.log(4096)) and "uniform" in interval["capped"]
+    assert plan["predicted"]["loss"]["high"] == pytest.approx(math.log(4096))
+    assert interval["low"] < plan["predicted"]["law_loss"]["low"]

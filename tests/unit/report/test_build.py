@@ -208,3 +208,36 @@ def test_pipeline_report_failure_keeps_the_run(run_factory: Callable[..., Path],
     report(RunContext(root, RunOptions(), say=said.append))
     m = json.loads((root / "manifest.json").read_text())
     assert m["stages"]["report"]["out"] == "report.html" and m["report_error"] is None
+
+
+def test_the_search_section_shows_the_horizon_study_and_the_lr_law(
+        finished: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from lmalloc.scaling import load_laws, save_laws
+    from lmalloc.scaling.hyperparams import fit_hyperparameter_laws
+
+    root = tmp_path / "r"
+    shutil.copytree(finished, root)
+    (root / "study.db").unlink()  # fewer figures: faster
+    search = json.loads((root / "search.json").read_text())
+    search["trial_tokens"] = 40_960
+    search["horizon"] = {"study": "horizon", "counts": {"complete": 5, "pruned": 9},
+                         "trial_tokens": 10_240}
+    (root / "search.json").write_text(json.dumps(search))
+    rng = np.random.default_rng(0)
+    D = np.repeat([10_240.0, 40_960.0], 16)
+    lr = 0.05 * D**-0.3 * np.exp(rng.uniform(-2, 2, D.size))
+    loss = 4 + 0.1 * np.log(lr / (0.05 * D**-0.3)) ** 2
+    laws = load_laws(root / "laws.json")
+    laws["hyperparameters"] = fit_hyperparameter_laws(D, loss, lr=lr, scale_name="D",
+                                                      bootstrap=20)
+    save_laws(root / "laws.json", laws)
+    plan = json.loads((root / "plan.json").read_text())
+    plan["hyperparameters"] = {"lr_source": "lr law 0.05·D^-0.3 (fitted)"}
+    (root / "plan.json").write_text(json.dumps(plan))
+    html = _html(build_report(root))
+    assert "Horizon study &#x27;horizon&#x27; (10,240 tokens per trial, against 40,960" in html
+    assert "5 complete, 9 pruned trials" in html
+    assert re.search(r"Learning-rate law lr\* = [0-9.e-]+·D\^-0\.\d+ \(exponent", html)
+    assert "D = 1.02e+04:" in html and "The plan&#x27;s lr: lr law 0.05·D^-0.3" in html

@@ -22,18 +22,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scaling"))
 from test_degeneracy import C_TOP, _ladder_table  # noqa: E402  (the engineered table)
 
 
-def test_fit_stage_writes_the_remedy_backtest_and_hp_verdict(tmp_path: Path) -> None:
-    ctx = RunContext(tmp_path / "r", RunOptions(hardware="cpu", bootstrap=5))
-    run = RunDir(tmp_path / "r")
+def _degenerate_ladder_run(root: Path) -> RunDir:
+    """A run folder with the engineered degenerate ladder table and its design."""
+    run = RunDir(root)
     run.root.mkdir(parents=True)
-    N, D, L = _ladder_table()
     with open(run.path(LADDER_CSV), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["N", "D", "loss"])
-        w.writerows(zip(N, D, L, strict=True))
+        w.writerows(zip(*_ladder_table(), strict=True))
     lad = Ladder(runs=(), top_flops=C_TOP, total_cost=0.0, sd_log_n_opt=0.1, sd_log_loss=0.1,
                  target_flops=10 * C_TOP)
     run.path(LADDER_JSON).write_text(json.dumps(lad.to_dict()))
+    return run
+
+
+def test_fit_stage_writes_the_remedy_backtest_and_hp_verdict(tmp_path: Path) -> None:
+    ctx = RunContext(tmp_path / "r", RunOptions(hardware="cpu", bootstrap=5))
+    run = _degenerate_ladder_run(tmp_path / "r")
     run.path(SEARCH_JSON).write_text(json.dumps(
         {"best_params": {"lr": 0.01}, "proxy": {"d_model": 64}, "trials": []}))
     stages.fit(ctx)
@@ -46,8 +51,83 @@ def test_fit_stage_writes_the_remedy_backtest_and_hp_verdict(tmp_path: Path) -> 
     assert rec["remedy"] == "map" and rec["backtest_error"] is not None
     ex = laws["extrapolation"]  # the backtest in compute, which the plan's interval carries
     assert ex["available"] and rec["extrapolation_error"] == pytest.approx(ex["mean_error"])
+    N, D, _ = _ladder_table()
     assert ex["c_top"] == pytest.approx(max(6 * n * d for n, d in zip(N, D, strict=True)),
                                         rel=0.05)
+
+
+def test_the_fit_stage_fits_the_lr_law_from_the_two_search_horizons(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import math
+
+    import numpy as np
+
+    monkeypatch.setattr(RunContext, "tokens_per_byte", property(lambda self: 0.25))
+    ctx = RunContext(tmp_path / "r", RunOptions(hardware="cpu", bootstrap=20))
+    run = _degenerate_ladder_run(tmp_path / "r")
+    rng = np.random.default_rng(0)
+
+    def trials(tokens: int, n: int) -> list[dict[str, object]]:
+        best = 0.05 * tokens ** -0.3
+        lrs = best * np.exp(rng.uniform(-2, 2, n))
+        bpb = (4.0 + 0.1 * np.log(lrs / best) ** 2) * 0.25 / math.log(2)  # nats -> bpb
+        return [{"state": "complete", "tokens": tokens, "value": float(v),
+                 "params": {"lr": float(lr), "warmup": 0.05}}
+                for lr, v in zip(lrs, bpb, strict=True)]
+
+    run.path(SEARCH_JSON).write_text(json.dumps(
+        {"best_params": {"lr": 0.01}, "proxy": {"d_model": 64}, "trials": trials(400_000, 16),
+         "horizon": {"trial_tokens": 100_000, "trials": trials(100_000, 16)}}))
+    stages.fit(ctx)
+    hp = load_laws(run.path(LAWS_JSON))["hyperparameters"]
+    assert hp.scale == "D" and hp.lr is not None
+    assert hp.lr.p == pytest.approx(-0.3, abs=0.05)
+    assert sorted(s for s, _, _ in hp.lr.optima) == pytest.approx([1e5, 4e5])
+
+
+def test_the_search_stage_searches_a_second_shorter_horizon_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmalloc.plan.planner as planner
+    import lmalloc.run.explore as explore
+    from lmalloc.layout import SPLIT_JSON
+    from lmalloc.model.accounting import param_count
+    from lmalloc.model.config import GPTConfig
+    from lmalloc.plan.ladder import design_ladder
+
+    def flops(cfg: GPTConfig, tokens: float) -> float:
+        return 6.0 * param_count(cfg) * tokens
+
+    lad = design_ladder(1e13, flops, 1e14, 512, 128, 1024)
+    run = RunDir(tmp_path / "r")
+    run.root.mkdir(parents=True)
+    run.path(SPLIT_JSON).write_text(json.dumps({"search_budget": 8e11,
+                                                "ladder": lad.to_dict()}))
+    calls: list[dict[str, object]] = []
+
+    def fake(run_, proxy, recipe, **kw):  # type: ignore[no-untyped-def]
+        calls.append(kw)
+        return {"best_params": {"lr": 0.01}, "trials": [], "counts": {}}
+
+    monkeypatch.setattr(explore, "run_search_stage", fake)
+    monkeypatch.setattr(planner, "tokens_within", lambda *a, **k: 40 * 2048)
+    ctx = RunContext(tmp_path / "r", RunOptions(hardware="cpu", budget="1e13flops"))
+    stages.search(ctx)
+    horizon, main = calls
+    assert horizon["study_name"] == stages.HORIZON_STUDY and main.get("study_name") is None
+    assert horizon["pruner"] == "none" and main.get("pruner", "asha") == "asha"
+    assert main["trial_tokens"] == 40 * 2048
+    assert horizon["trial_tokens"] == 10 * 2048  # a quarter, in whole batches
+    # the horizon study spends its part first; the main one the stage's whole share after
+    assert horizon["budget"] == pytest.approx(stages.HORIZON_SHARE * 8e11)
+    assert main["budget"] == pytest.approx(8e11)
+    doc = json.loads(run.path(SEARCH_JSON).read_text())
+    assert doc["horizon"]["trial_tokens"] == 10 * 2048 and doc["trial_tokens"] == 40 * 2048
+
+
+def test_a_second_study_keeps_its_trials_apart() -> None:
+    run = RunDir("/tmp/r")
+    assert run.trial(3) == run.root / "trials" / "3"
+    assert run.trial(3, "horizon") == run.root / "trials" / "horizon-3"
 
 
 def test_the_search_trains_with_the_final_runs_schedule(
