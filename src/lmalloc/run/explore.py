@@ -63,12 +63,14 @@ def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budg
                      unit: str, trial_tokens: int, strategy: str = "auto",
                      hardware: str | None = None,
                      on_poll: Callable[[Any], None] | None = None,
-                     study_name: str | None = None, pruner: str = "asha") -> dict[str, Any]:
+                     study_name: str | None = None, pruner: str = "asha",
+                     trial_seconds: float = 0.0) -> dict[str, Any]:
     """Tune lr and warmup on the μP proxy until the search stage has spent ``budget``
     (``unit``: flops or seconds; what an earlier study of the stage spent counts) and return
     the search summary with ``best_params``. ``study_name``: a second study of the run (its
     trials in ``trials/NAME-N``); ``pruner``: ASHA by default, ``"none"`` to train every
-    trial to the end."""
+    trial to the end; ``trial_seconds``: a whole trial's predicted time, so that a time budget
+    starts no trial it cannot pay for (what is left goes back to the run)."""
     from lmalloc.search.study import STUDY_NAME, SearchSettings, run_search
 
     steps = max(1, trial_tokens // recipe.batch_tokens)
@@ -88,6 +90,7 @@ def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budg
     from lmalloc.model.config import GPTConfig
 
     s.trial_flops = train_flops_per_token(GPTConfig.from_dict(proxy)) * trial_tokens
+    s.trial_seconds = trial_seconds
     summary = run_search(s, on_poll=on_poll)
     best = summary.get("best") or []
     summary["best_params"] = (best[0]["params"] if best

@@ -173,21 +173,26 @@ def search(ctx: RunContext) -> None:
     # transfers to the ladder's and the final run's wider *and* deeper shapes
     proxy = {**smallest.model, "mup_base_width": smallest.model["d_model"],
              "mup_base_depth": smallest.model["n_layer"]}
+    cost = ctx.cost(recipe.evals_per_run)
     trial_tokens = max(4 * recipe.batch_tokens, tokens_within(
-        GPTConfig.from_dict(proxy), share / 8, ctx.cost(recipe.evals_per_run),
-        recipe.batch_tokens))
+        GPTConfig.from_dict(proxy), share / 8, cost, recipe.batch_tokens))
     short = trial_tokens // HORIZON_RATIO // recipe.batch_tokens * recipe.batch_tokens
+
+    def seconds(tokens: int) -> float:  # a whole trial's, for a time budget (else 0)
+        return cost(GPTConfig.from_dict(proxy), tokens) if unit == "seconds" else 0.0
+
     with BudgetBar(ctx.run, "search", share, unit, ctx.progress) as bar:
         horizon = None
         if short >= 4 * recipe.batch_tokens:  # else too short to say anything about lr
             horizon = run_search_stage(ctx.run, proxy, recipe, budget=HORIZON_SHARE * share,
                                        unit=unit, trial_tokens=short,
                                        hardware=ctx.hardware_name, on_poll=bar.update,
-                                       study_name=HORIZON_STUDY, pruner="none")
+                                       study_name=HORIZON_STUDY, pruner="none",
+                                       trial_seconds=seconds(short))
             horizon["trial_tokens"] = short
         summary = run_search_stage(ctx.run, proxy, recipe, budget=share, unit=unit,
                                    trial_tokens=trial_tokens, hardware=ctx.hardware_name,
-                                   on_poll=bar.update)
+                                   on_poll=bar.update, trial_seconds=seconds(trial_tokens))
     summary["proxy"] = proxy
     summary["trial_tokens"] = trial_tokens
     summary["horizon"] = horizon

@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,8 +86,10 @@ def test_the_fit_stage_fits_the_lr_law_from_the_two_search_horizons(
     assert sorted(s for s, _, _ in hp.lr.optima) == pytest.approx([1e5, 4e5])
 
 
-def test_the_search_stage_searches_a_second_shorter_horizon_first(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _search_stage_calls(root: Path, monkeypatch: pytest.MonkeyPatch, budget: str,
+                        share: float) -> tuple[list[dict[str, Any]], RunContext]:
+    """Run the search stage with ``run_search_stage`` recorded, not run: one call per study,
+    its keyword arguments. The proxy's main trials are 40 batches long."""
     import lmalloc.plan.planner as planner
     import lmalloc.run.explore as explore
     from lmalloc.layout import SPLIT_JSON
@@ -98,30 +101,46 @@ def test_the_search_stage_searches_a_second_shorter_horizon_first(
         return 6.0 * param_count(cfg) * tokens
 
     lad = design_ladder(1e13, flops, 1e14, 512, 128, 1024)
-    run = RunDir(tmp_path / "r")
+    run = RunDir(root)
     run.root.mkdir(parents=True)
-    run.path(SPLIT_JSON).write_text(json.dumps({"search_budget": 8e11,
+    run.path(SPLIT_JSON).write_text(json.dumps({"search_budget": share,
                                                 "ladder": lad.to_dict()}))
-    calls: list[dict[str, object]] = []
-
-    def fake(run_, proxy, recipe, **kw):  # type: ignore[no-untyped-def]
-        calls.append(kw)
-        return {"best_params": {"lr": 0.01}, "trials": [], "counts": {}}
-
-    monkeypatch.setattr(explore, "run_search_stage", fake)
+    calls: list[dict[str, Any]] = []
+    found = {"best_params": {"lr": 0.01}, "trials": [], "counts": {}}
+    monkeypatch.setattr(explore, "run_search_stage",
+                        lambda run_, proxy, recipe, **kw: calls.append(kw) or dict(found))
     monkeypatch.setattr(planner, "tokens_within", lambda *a, **k: 40 * 2048)
-    ctx = RunContext(tmp_path / "r", RunOptions(hardware="cpu", budget="1e13flops"))
+    ctx = RunContext(root, RunOptions(hardware="cpu", budget=budget))
     stages.search(ctx)
-    horizon, main = calls
+    return calls, ctx
+
+
+def test_the_search_stage_searches_a_second_shorter_horizon_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (horizon, main), ctx = _search_stage_calls(tmp_path / "r", monkeypatch, "1e13flops", 8e11)
     assert horizon["study_name"] == stages.HORIZON_STUDY and main.get("study_name") is None
     assert horizon["pruner"] == "none" and main.get("pruner", "asha") == "asha"
+    assert horizon["trial_seconds"] == main["trial_seconds"] == 0.0  # a FLOP budget: unused
     assert main["trial_tokens"] == 40 * 2048
     assert horizon["trial_tokens"] == 10 * 2048  # a quarter, in whole batches
     # the horizon study spends its part first; the main one the stage's whole share after
     assert horizon["budget"] == pytest.approx(stages.HORIZON_SHARE * 8e11)
     assert main["budget"] == pytest.approx(8e11)
-    doc = json.loads(run.path(SEARCH_JSON).read_text())
+    doc = json.loads(ctx.run.path(SEARCH_JSON).read_text())
     assert doc["horizon"]["trial_tokens"] == 10 * 2048 and doc["trial_tokens"] == 40 * 2048
+
+
+def test_a_time_budgeted_search_starts_no_trial_it_cannot_pay_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmalloc.model.config import GPTConfig
+
+    (horizon, main), ctx = _search_stage_calls(tmp_path / "r", monkeypatch, "10m", 40.0)
+    proxy = GPTConfig.from_dict(json.loads(ctx.run.path(SEARCH_JSON).read_text())["proxy"])
+    cost = ctx.cost(ctx.recipe.evals_per_run)
+    # each study is told what one of its whole trials is predicted to take
+    assert main["trial_seconds"] == pytest.approx(cost(proxy, 40 * 2048))
+    assert horizon["trial_seconds"] == pytest.approx(cost(proxy, 10 * 2048))
+    assert 0 < horizon["trial_seconds"] < main["trial_seconds"]
 
 
 def test_a_second_study_keeps_its_trials_apart() -> None:
