@@ -214,12 +214,20 @@ def base_trial_flops(data_dir: Path, task: Task) -> float:
     return float(train_flops_per_token(cfg, train["seq_len"]) * train["max_tokens"])
 
 
+def pruner_of(strategy: str) -> str:
+    """The pruner an arm runs with: ``name@pruner``'s, else none for the peers, ASHA for
+    lmalloc's strategies."""
+    name, _, pruner = strategy.partition("@")
+    return pruner or ("none" if name in PEERS else "asha")
+
+
 def run_study(strategy: str, seed: int, task: Task, keep: bool = False,
               pruner: str | None = None, second_objective: str | None = None,
               label: str = "") -> dict[str, Any]:
     """One study through ``run_search``; returns its trials in the order they were charged
     (with ``second_objective``, a Pareto study: each completed trial's ``values`` too).
-    ``pruner``: default ASHA for lmalloc's strategies, none for the peers."""
+    ``pruner``: default ASHA for lmalloc's strategies, none for the peers; a strategy written
+    ``name@pruner`` (``dqn@hyperband``) runs ``name`` with that pruner, saved as its own arm."""
     import optuna
     import torch
 
@@ -238,9 +246,9 @@ def run_study(strategy: str, seed: int, task: Task, keep: bool = False,
     unit, budget = base_trial_flops(data, task), task.budget_trials
     s = SearchSettings(
         run_dir=str(root), space=task.spec.space, base_model=task.spec.model,
-        base_train=task.train(), strategy=strategy, budget_flops=budget * unit,
-        trial_flops=unit, seed=seed, second_objective=second_objective,
-        pruner=pruner or ("none" if strategy in PEERS else "asha"),
+        base_train=task.train(), strategy=strategy.partition("@")[0],
+        budget_flops=budget * unit, trial_flops=unit, seed=seed,
+        second_objective=second_objective, pruner=pruner or pruner_of(strategy),
     )
     t0 = time.perf_counter()
     summary = run_search(s)
@@ -412,7 +420,7 @@ def table(summary: dict[str, Any]) -> str:
         tf = r.get("median_units_to_peer_final", math.inf)
         tf_s = "never" if math.isinf(tf) else f"{tf:.1f} ({r['to_peer_final_vs_peer_budget']:.2f})"
         lines.append(
-            f"| {s} | {'none' if s in PEERS else 'asha'} | {r['median_trials']:.0f} "
+            f"| {s} | {pruner_of(s)} | {r['median_trials']:.0f} "
             f"({r['median_complete']:.0f}) | {r['median_final']:.4f} | "
             f"{_u(r['median_units_to_1pct'])} ({r['reached_1pct']}/{r['seeds']}) | {ratio_s} | "
             f"{_u(r['median_units_to_0.02'])} | {_u(r['median_units_to_0.005'])} | {tf_s} |"
