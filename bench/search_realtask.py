@@ -323,12 +323,15 @@ def best_at(curve: tuple[list[float], list[float]], flops: float) -> float:
     return inc
 
 
-def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def summarise(runs: dict[str, list[dict[str, Any]]],
+              f_best: float | None = None) -> dict[str, Any]:
     """Per strategy, medians over seeds: FLOPs to within 1 %, to the peer's final value,
-    the anytime curve at :data:`CHECKPOINTS`, final best, trial counts."""
+    the anytime curve at :data:`CHECKPOINTS`, final best, trial counts. ``f_best``: the
+    reference value (default: the best any of ``runs`` found)."""
     curves = {s: [incumbent_curve(r["trials"]) for r in rs] for s, rs in runs.items()}
     unit = next(iter(runs.values()))[0]["unit_flops"]
-    f_best = min(c[1][-1] for cs in curves.values() for c in cs if c[1])
+    if f_best is None:
+        f_best = min(c[1][-1] for cs in curves.values() for c in cs if c[1])
     target = f_best * (1 + REL_TOL)
     out: dict[str, Any] = {"f_best_found": f_best, "target_1pct": target,
                            "unit_flops": unit, "curve_units": _grid(runs), "by": {}}

@@ -9,6 +9,8 @@ the same algorithm under its new name). ``auto`` is whatever strategy it is iden
 the task's space (``search_realtask.auto_alias``). Usage::
 
     .venv/bin/python bench/search_two_tasks.py --seeds 5 --budget-trials 12
+    .venv/bin/python bench/search_two_tasks.py --seeds 5 --budget-trials 24 \
+        --arms dqn@asha-ties,dqn@hyperband --out bench/results/search_two_tasks_b24.json
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ RENAMED = {"bandit": "dqn"}  # new name -> name in the old results
 def collect(task: rt.Task, seeds: int) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
     """Per strategy, its saved studies (and where they came from)."""
     alias = rt.auto_alias(task.spec.space)
-    old = read_json(OLD)["runs"] if task.name == "shakespeare" and OLD.is_file() else {}
+    old = read_json(OLD) if task.name == "shakespeare" and OLD.is_file() else {}
+    # (only at the old results' own budget: never mix budgets in one table)
+    old = old["runs"] if old.get("budget_trials") == task.budget_trials else {}
     runs, source = {}, {}
     for s in STRATEGIES:
         src = alias if s == "auto" and alias else s
@@ -79,7 +83,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget-trials", type=float, default=12)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--arms", default="", help="extra saved arms (e.g. dqn@asha-ties), shown "
+                    "against the reference of the strategies above")
     args = ap.parse_args(argv)
+    arms = [a for a in args.arms.split(",") if a]
     out: dict[str, Any] = {"budget_trials": args.budget_trials, "tasks": {}}
     for name in ("shakespeare", "wikitext2"):
         task = rt.Task(budget_trials=args.budget_trials, name=name)
@@ -88,6 +95,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{name}: no default-TPE studies saved; skipped")
             continue
         summary = rt.summarise(runs)
+        for a in arms:
+            done = [read_json(p) for k in range(args.seeds)
+                    if (p := rt._study_path(task, a, k)).is_file()]
+            if done:
+                runs[a], source[a] = done, "this run"
+        if arms:
+            summary = rt.summarise(runs, f_best=summary["f_best_found"])
         out["tasks"][name] = {"title": task.spec.title, "source": source, "summary": summary}
         print(f"\n{task.spec.title} (best found {summary['f_best_found']:.4f})\n")
         print(table(summary, source))

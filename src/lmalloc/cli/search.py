@@ -38,7 +38,9 @@ def search(
                                                 "(default: the packaged tiny.toml).")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default "
                                                 "sqlite in the run).")] = None,
-    pruner: Annotated[str, typer.Option(help="asha, hyperband, median or none.")] = "asha",
+    pruner: Annotated[str, typer.Option(help="asha, asha-ties (ASHA that lets a trial within "
+                                        "0.5 % of a rung's cut-off go on), hyperband, median "
+                                        "or none.")] = "asha",
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
     second_objective: Annotated[str | None, typer.Option(help="flops, memory or params: a "
                                                          "Pareto search (pruned at rungs by "

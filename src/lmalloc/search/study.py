@@ -38,7 +38,7 @@ from lmalloc.search.objective import STUDY_NAME, Limits, TrialFailed, TrialObjec
 from lmalloc.search.space import SearchSpace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-PRUNERS = ("asha", "hyperband", "median", "none")
+PRUNERS = ("asha", "asha-ties", "hyperband", "median", "none")
 
 
 @dataclass
@@ -95,6 +95,10 @@ def make_pruner(name: str, max_tokens: int | None) -> optuna.pruners.BasePruner:
     :mod:`lmalloc.search.pareto_prune` in the objective instead)."""
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(reduction_factor=3)
+    if name == "asha-ties":
+        from lmalloc.search.halving import TieTolerantHalving
+
+        return TieTolerantHalving(reduction_factor=3)
     if name == "hyperband":
         top = max_tokens or "auto"
         low = max(1, max_tokens // 9) if max_tokens else 1

@@ -9,6 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from lmalloc.errors import UserError
+from lmalloc.search.halving import TieTolerantHalving
 from lmalloc.search.objective import _ReportToPruner
 from lmalloc.search.pareto_prune import (
     COST_ATTR,
@@ -35,8 +36,52 @@ def test_make_pruner_uses_tokens_as_the_resource() -> None:
     assert make_pruner("hyperband", None)._max_resource == "auto"
     assert isinstance(make_pruner("median", 9000), optuna.pruners.MedianPruner)
     assert isinstance(make_pruner("none", 9000), optuna.pruners.NopPruner)
-    with pytest.raises(UserError, match="asha, hyperband"):
+    assert isinstance(make_pruner("asha-ties", 9000), TieTolerantHalving)
+    with pytest.raises(UserError, match="asha, asha-ties, hyperband"):
         make_pruner("sha", 9000)
+
+
+def _run_flat(study: optuna.Study, value: float, steps: int = 100) -> TrialState:
+    """One trial reporting ``value`` at every step 1..steps; pruned or completed."""
+    trial = study.ask()
+    for step in range(1, steps + 1):
+        trial.report(value, step)
+        if trial.should_prune():
+            study.tell(trial, state=TrialState.PRUNED)
+            return TrialState.PRUNED
+    study.tell(trial, value)
+    return TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_asha_ties_spares_a_trial_within_the_tolerance_and_stops_a_worse_one(
+        maximize: bool) -> None:
+    """Rungs at steps 1, 3, 9, 27, 81 (ASHA's automatic minimum resource: the first
+    completed trial's 100 steps / 100), two trials at 1.0 on each. A trial 0.2 % off the
+    cut-off is stopped by ASHA at the first rung but finishes under asha-ties (it ties at
+    every rung); 20 % off, both stop it."""
+    sign = -1.0 if maximize else 1.0
+    outcome = {}
+    for name in ("asha", "asha-ties"):
+        study = optuna.create_study(direction="maximize" if maximize else "minimize",
+                                    pruner=make_pruner(name, None))
+        # the first sets the rungs; the next two record 1.0 at each of them
+        assert {_run_flat(study, sign * 1.0) for _ in range(3)} == {TrialState.COMPLETE}
+        outcome[name] = [_run_flat(study, sign * v) for v in (1.002, 1.2)]
+    assert outcome["asha"] == [TrialState.PRUNED, TrialState.PRUNED]
+    assert outcome["asha-ties"] == [TrialState.COMPLETE, TrialState.PRUNED]
+
+
+def test_tie_is_measured_from_the_rungs_promotion_cut_off() -> None:
+    p = TieTolerantHalving(reduction_factor=3, tolerance=0.005)
+    rung = [1.0, 1.001, 1.002, 1.5, 1.6, 1.7]  # 6 // 3 = 2 promoted: the cut-off is 1.001
+    assert p.is_tie(1.005, rung + [1.005], optuna.study.StudyDirection.MINIMIZE)
+    assert not p.is_tie(1.01, rung + [1.01], optuna.study.StudyDirection.MINIMIZE)
+    up = [-v for v in rung]
+    assert p.is_tie(-1.005, up + [-1.005], optuna.study.StudyDirection.MAXIMIZE)
+    assert not p.is_tie(-1.01, up + [-1.01], optuna.study.StudyDirection.MAXIMIZE)
+    with pytest.raises(ValueError, match="tolerance"):
+        TieTolerantHalving(tolerance=-0.1)
 
 
 def test_rule_is_asha_when_costs_are_equal_and_spares_the_front() -> None:
