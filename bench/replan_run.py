@@ -1,7 +1,8 @@
 """A finished ``lmalloc run`` judged again with the current fit and interval code.
 
 For each run folder: a copy (without its trainings) gets the fit stage rerun with the current
-code, then the plan for the same FLOPs the run planned (``plan_at`` of
+code, then the plan for the same FLOPs (a FLOP budget's, or the FLOPs a time budget's plan
+gave its final run; ``plan_at`` of
 ``bench/isoflop_verify.py``). Printed: whether the allocation is the same, the interval it
 planned with and the one the current code gives, the run's achieved own-validation loss and
 whether it falls inside each. The run itself is not touched.
@@ -26,8 +27,9 @@ def replan(run: Path, scratch: Path) -> dict[str, Any]:
     from lmalloc.run.context import RunContext, RunOptions
 
     old = json.loads((run / "plan.json").read_text())
-    if old["budget"]["unit"] != "flops":
-        raise SystemExit(f"{run}: a FLOP budget is needed to plan the same amount again")
+    # a FLOP budget is planned again as such; a time budget at the FLOPs it planned
+    flops = (old["budget"]["amount"] if old["budget"]["unit"] == "flops"
+             else old["predicted"]["flops"])
     copy = scratch / run.name
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("final", "trials", "ladder"))
     opts = json.loads((copy / "manifest.json").read_text())["run_options"]
@@ -36,7 +38,7 @@ def replan(run: Path, scratch: Path) -> dict[str, Any]:
                                          for k, v in opts.items() if k in fields}),
                      say=lambda *_: None)
     stages.fit(ctx)
-    new = plan_at(ctx, old["budget"]["amount"])
+    new = plan_at(ctx, flops)
     got = json.loads((run / "summary.json").read_text())["achieved"]["val_loss"]
     a, b = old["predicted"]["loss"], new["predicted"]["loss"]
     return {"run": str(run), "achieved": got,

@@ -26,7 +26,7 @@ from lmalloc.errors import UserError
 from lmalloc.scaling.degeneracy import fit_with_remedy, isoflop_cross_check
 from lmalloc.scaling.hyperparams import fit_hyperparameter_laws
 from lmalloc.scaling.intervals import backtest, extrapolation_backtest, seed_noise
-from lmalloc.scaling.parametric import fit_parametric
+from lmalloc.scaling.parametric import MIN_POINTS, MIN_POINTS_MAP, fit_parametric
 
 
 def fit_ladder(
@@ -68,7 +68,9 @@ def fit_ladder(
                                                  fit.flops_per_token_per_param, C=c),
             "backtest": backtest(n, d, y, refit),
             "extrapolation": extrapolation_backtest(
-                n, d, y, fit.flops_per_token_per_param * n * d if c is None else c, refit),
+                n, d, y, fit.flops_per_token_per_param * n * d if c is None else c, refit,
+                # the refit is the run's kind of fit: with the prior it needs fewer points
+                min_points=MIN_POINTS_MAP if fit.prior is not None else MIN_POINTS["chinchilla"]),
             "seed_noise": noise,
             "hyperparameters": _hp_laws(hp_trials, bootstrap, seed)}
 

@@ -42,3 +42,22 @@ def test_one_scale_of_trials_says_why_no_laws() -> None:
     assert got["hyperparameters"]["available"] is False
     assert "2 or more scales" in got["hyperparameters"]["reason"]
     assert got["seed_noise"]["sd"] is None
+
+
+def test_the_check_in_compute_refits_with_the_runs_kind_of_fit() -> None:
+    """The demo's ladder shape: 3 sizes x 3 branches, 6 points left once each size's longest
+    training is held out. A MAP fit (the remedy) needs 5 points, so the check in compute runs
+    and the plan's interval gets its extrapolation part; a plain fit needs 8, so it does not."""
+    from test_degeneracy import C_TOP, TRUE, _ladder_table
+
+    from lmalloc.scaling.simulate import chinchilla_loss
+
+    N, D, L = (v[3:] for v in _ladder_table())  # without the smallest size: still degenerate
+    got = fit_ladder(N, D, L, target_flops=10 * C_TOP, bootstrap=0)
+    assert got["degeneracy"]["remedy"] == "map"
+    ex = got["extrapolation"]
+    assert ex["available"] and len(ex["points"]) == 3 and ex["rms_log_error"] > 0
+    clean = fit_ladder(N, D, chinchilla_loss(N, D, TRUE), target_flops=10 * C_TOP, bootstrap=0)
+    assert clean["degeneracy"]["remedy"] is None
+    assert not clean["extrapolation"]["available"]
+    assert "the fit needs 8" in clean["extrapolation"]["reason"]
