@@ -30,7 +30,7 @@ def replan(run: Path, scratch: Path) -> dict[str, Any]:
     # a FLOP budget is planned again as such; a time budget at the FLOPs it planned
     flops = (old["budget"]["amount"] if old["budget"]["unit"] == "flops"
              else old["predicted"]["flops"])
-    copy = scratch / run.name
+    copy = scratch / f"{len(list(scratch.iterdir()))}-{run.name}"  # runs may share a name
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("final", "trials", "ladder"))
     opts = json.loads((copy / "manifest.json").read_text())["run_options"]
     fields = set(RunOptions.__dataclass_fields__) - {"recipe"}

@@ -23,10 +23,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from lmalloc.errors import UserError
-from lmalloc.scaling.degeneracy import fit_with_remedy, isoflop_cross_check
+from lmalloc.scaling.degeneracy import DEFAULT_PRIOR, fit_with_remedy, isoflop_cross_check
 from lmalloc.scaling.hyperparams import fit_hyperparameter_laws
 from lmalloc.scaling.intervals import backtest, extrapolation_backtest, seed_noise
-from lmalloc.scaling.parametric import MIN_POINTS, MIN_POINTS_MAP, fit_parametric
+from lmalloc.scaling.parametric import MIN_POINTS, MIN_POINTS_MAP, ExponentPrior, fit_parametric
 
 
 def fit_ladder(
@@ -63,14 +63,32 @@ def fit_ladder(
         """The backtest refits the way the run fitted: with the prior if it used one."""
         return fit_parametric(n_, d_, y_, prior=fit.prior, **kw)
 
+    check_refit = "map" if fit.prior is not None else "plain"
+
+    def refit_check(n_: np.ndarray, d_: np.ndarray, y_: np.ndarray) -> Any:
+        """The check in compute refits the same way, except that a subset too small for a
+        plain fit gets the prior, as :func:`fit_with_remedy` gives a whole ladder that small
+        (a 4-size ladder that lost a branch keeps 7 points once each size's longest is out)."""
+        nonlocal check_refit
+        distinct = np.unique(np.column_stack([n_, d_]), axis=0).shape[0]
+        if fit.prior is None and distinct < MIN_POINTS["chinchilla"]:
+            check_refit = "map (too few points for a plain refit)"
+            prior = DEFAULT_PRIOR if noise["sd"] is None else ExponentPrior(
+                DEFAULT_PRIOR.mean, DEFAULT_PRIOR.sd, noise["sd"], DEFAULT_PRIOR.source)
+            return fit_parametric(n_, d_, y_, prior=prior, **kw)
+        return refit(n_, d_, y_)
+
+    check = extrapolation_backtest(
+        n, d, y, fit.flops_per_token_per_param * n * d if c is None else c, refit_check,
+        min_points=MIN_POINTS_MAP)
+    if check["available"]:
+        check["refit"] = check_refit
+
     return {"parametric": fit, "degeneracy": report,
             "isoflop_check": isoflop_cross_check(n, d, y, fit, target_flops,
                                                  fit.flops_per_token_per_param, C=c),
             "backtest": backtest(n, d, y, refit),
-            "extrapolation": extrapolation_backtest(
-                n, d, y, fit.flops_per_token_per_param * n * d if c is None else c, refit,
-                # the refit is the run's kind of fit: with the prior it needs fewer points
-                min_points=MIN_POINTS_MAP if fit.prior is not None else MIN_POINTS["chinchilla"]),
+            "extrapolation": check,
             "seed_noise": noise,
             "hyperparameters": _hp_laws(hp_trials, bootstrap, seed)}
 

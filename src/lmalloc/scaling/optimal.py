@@ -101,15 +101,20 @@ def compute_optimal(
     lo, hi = fit.input_range["C"]
     factor = warn_extrapolation(C, lo, hi, limit=max_extrapolation)
     p = np.array([fit.params[n] for n in fit.form.param_names])
-    N, D = optimal_nd(p, C, k)
-    Ns, Ds = optimal_nd(fit.samples, C, k)
-    loss = _loss_at(p, N, D)
-    loss_s = _loss_at(fit.samples, Ns, Ds)
+    # a degenerate fit (or replicate) puts N* at 0 or infinity: its interval says so, and
+    # numpy's overflow warnings on the way would only reach the user's screen
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        N, D = optimal_nd(p, C, k)
+        Ns, Ds = optimal_nd(fit.samples, C, k)
+        loss = _loss_at(p, N, D)
+        loss_s = _loss_at(fit.samples, Ns, Ds)
+        N_est, D_est = estimate(float(N), Ns, fit.level), estimate(float(D), Ds, fit.level)
+        loss_est = estimate(float(loss), loss_s, fit.level)
     return Allocation(
         C=float(C),
-        N=estimate(float(N), Ns, fit.level),
-        D=estimate(float(D), Ds, fit.level),
-        loss=estimate(float(loss), loss_s, fit.level),
+        N=N_est,
+        D=D_est,
+        loss=loss_est,
         param_convention=fit.param_convention,
         flops_per_token_per_param=float(k),
         extrapolation=factor,

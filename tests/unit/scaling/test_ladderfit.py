@@ -44,10 +44,11 @@ def test_one_scale_of_trials_says_why_no_laws() -> None:
     assert got["seed_noise"]["sd"] is None
 
 
-def test_the_check_in_compute_refits_with_the_runs_kind_of_fit() -> None:
+def test_the_check_in_compute_runs_on_a_ladder_too_small_for_a_plain_refit() -> None:
     """The demo's ladder shape: 3 sizes x 3 branches, 6 points left once each size's longest
-    training is held out. A MAP fit (the remedy) needs 5 points, so the check in compute runs
-    and the plan's interval gets its extrapolation part; a plain fit needs 8, so it does not."""
+    training is held out. A run whose fit used the prior refits with it; a run with a plain fit
+    refits those 6 points with the prior too (a plain fit needs 8), as fit_with_remedy does for
+    a whole ladder that small. Either way the plan's interval gets its extrapolation part."""
     from test_degeneracy import C_TOP, TRUE, _ladder_table
 
     from lmalloc.scaling.simulate import chinchilla_loss
@@ -57,7 +58,10 @@ def test_the_check_in_compute_refits_with_the_runs_kind_of_fit() -> None:
     assert got["degeneracy"]["remedy"] == "map"
     ex = got["extrapolation"]
     assert ex["available"] and len(ex["points"]) == 3 and ex["rms_log_error"] > 0
+    assert ex["refit"] == "map"
     clean = fit_ladder(N, D, chinchilla_loss(N, D, TRUE), target_flops=10 * C_TOP, bootstrap=0)
     assert clean["degeneracy"]["remedy"] is None
-    assert not clean["extrapolation"]["available"]
-    assert "the fit needs 8" in clean["extrapolation"]["reason"]
+    ex = clean["extrapolation"]
+    assert ex["available"] and ex["refit"].startswith("map (too few points")
+    # the check measures a real error: the prior pulls the refit off the noiseless law
+    assert 0 < ex["rms_log_error"] < 0.2
