@@ -66,6 +66,27 @@ def test_search_trains_trials_and_charges_the_ledger(run: Path) -> None:
     assert summary["counts"] == {"complete": 5}
 
 
+def test_trials_train_on_the_main_thread_while_a_helper_polls(
+        run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch's CPU kernels ran 1.5x slower per step on a helper thread (bench/thread_step.py)
+    import threading
+
+    from lmalloc.train.trainer import Trainer
+
+    fit, trained_on, polled_on = Trainer.fit, [], []
+
+    def spy(self: Trainer) -> object:
+        trained_on.append(threading.current_thread() is threading.main_thread())
+        return fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", spy)
+    summary = st.run_search(settings(run, n_trials=2),
+                            on_poll=lambda study: polled_on.append(threading.current_thread()))
+    assert summary["counts"] == {"complete": 2}
+    assert trained_on == [True, True]
+    assert polled_on  # at least the closing poll, on the main thread once training is over
+
+
 def test_a_second_study_in_the_run_keeps_its_own_trials(run: Path) -> None:
     from dataclasses import replace
 

@@ -176,6 +176,17 @@ def test_pruning_from_on_eval(data: Path, tmp_path: Path) -> None:
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 4
 
 
+def test_a_pruned_run_is_not_evaluated_again_in_full(data: Path, tmp_path: Path) -> None:
+    # the pruner stopped it at a short interim evaluation: a closing full one is wasted time
+    out = tmp_path / "o"
+    r = Trainer(tiny_model(), tiny_train(max_steps=12, eval_every=4, interim_eval_tokens=128),
+                data, out, callbacks=[Pruner()]).fit()
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+             if '"val_loss"' in line]
+    assert r.status == "pruned" and [e["val_tokens"] for e in evals] == [128]
+    assert r.val_loss == evals[0]["val_loss"]
+
+
 def test_resume_with_changed_config_is_refused(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "o"
     Trainer(tiny_model(), tiny_train(max_steps=4), data, out).fit()

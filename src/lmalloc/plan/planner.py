@@ -39,9 +39,9 @@ def cost_function(unit: str, hw: HardwareProfile, recipe: Recipe, evals: int = 1
                   time_scale: float = 1.0, activation_checkpointing: bool = False,
                   ) -> Callable[[GPTConfig, float], float]:
     """``cost(cfg, tokens)`` in the budget's unit: training FLOPs, or predicted seconds
-    (including ``evals`` evaluations of ``recipe.eval_tokens``, and the recomputation of
-    ``activation_checkpointing``) times ``time_scale``, the measured/predicted ratio of the
-    run's own trainings (see ``RunContext.time_scale``)."""
+    (including ``evals`` evaluations of ``recipe.eval_tokens``, none for 0, and the
+    recomputation of ``activation_checkpointing``) times ``time_scale``, the
+    measured/predicted ratio of the run's own trainings (see ``RunContext.time_scale``)."""
     if unit == "flops":
         return lambda cfg, tokens: train_flops_per_token(cfg, recipe.seq_len) * tokens
 
@@ -49,11 +49,19 @@ def cost_function(unit: str, hw: HardwareProfile, recipe: Recipe, evals: int = 1
         steps = max(1, math.ceil(tokens / recipe.batch_tokens))
         return predict_time(cfg, max(tokens, 1.0), hw, batch_tokens=recipe.batch_tokens,
                             micro_batch=recipe.micro_batch, seq_len=recipe.seq_len,
-                            eval_every=max(1, steps // evals), eval_tokens=recipe.eval_tokens,
+                            eval_every=max(1, steps // max(evals, 1)),
+                            eval_tokens=recipe.eval_tokens if evals else 0,
                             activation_checkpointing=activation_checkpointing,
                             ).seconds * time_scale
 
     return seconds
+
+
+def eval_seconds(hw: HardwareProfile, recipe: Recipe) -> Callable[[GPTConfig, int], float]:
+    """``seconds(cfg, val_tokens)``: the predicted time of one evaluation (uncalibrated)."""
+    return lambda cfg, n: predict_time(
+        cfg, float(recipe.batch_tokens), hw, batch_tokens=recipe.batch_tokens,
+        micro_batch=recipe.micro_batch, seq_len=recipe.seq_len, eval_tokens=n).eval_seconds
 
 
 def tokens_within(cfg: GPTConfig, amount: float, cost: Callable[[GPTConfig, float], float],

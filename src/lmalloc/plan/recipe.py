@@ -128,6 +128,9 @@ class SearchResult:
     warmup: float
     proxy: dict[str, Any]  # the proxy model (its width is the μP base width)
     trials: list[dict[str, Any]]
+    # each study's trials and the steps between their evaluations (None: not recorded, runs
+    # made before it was), for predicting what each trial cost
+    studies: tuple[tuple[list[dict[str, Any]], int | None], ...] = ()
 
     @property
     def base_width(self) -> int:
@@ -147,5 +150,8 @@ class SearchResult:
 
         doc = read_json(path, "search summary")
         best = doc["best_params"]
+        studies = tuple((list(d.get("trials", [])), d.get("eval_every"))
+                        for d in (doc, doc.get("horizon")) if d)
         return cls(lr=float(best["lr"]), warmup=float(best.get("warmup", recipe.warmup)),
-                   proxy=dict(doc["proxy"]), trials=list(doc.get("trials", [])))
+                   proxy=dict(doc["proxy"]), trials=list(doc.get("trials", [])),
+                   studies=studies)

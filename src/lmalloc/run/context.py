@@ -180,15 +180,22 @@ class RunContext:
         if self.allowance.unit != "seconds":
             return 1.0
         from lmalloc.model.config import GPTConfig
+        from lmalloc.plan.planner import eval_seconds
+        from lmalloc.run.explore import trial_seconds
 
         predicted = measured = 0.0
         if self.run.path(SEARCH_JSON).exists():
             proxy = GPTConfig.from_dict(self.search.proxy)
-            cost = self.cost(self.recipe.evals_per_run, calibrated=False)
-            for t in self.search.trials:
-                if t.get("tokens") and t.get("seconds"):
-                    predicted += cost(proxy, float(t["tokens"]))
-                    measured += float(t["seconds"])
+            whole = self.cost(self.recipe.evals_per_run, calibrated=False)
+            train, evaluation = self.cost(0, calibrated=False), eval_seconds(self.hardware,
+                                                                            self.recipe)
+            for trials, every in self.search.studies:
+                for t in trials:
+                    if t.get("tokens") and t.get("seconds"):
+                        predicted += (whole(proxy, float(t["tokens"])) if every is None else
+                                      trial_seconds(t, every, self.recipe, train, evaluation,
+                                                    proxy))
+                        measured += float(t["seconds"])
         for row in self.run.manifest().get("ledger", []):
             if row.get("predicted"):
                 predicted += float(row["predicted"])

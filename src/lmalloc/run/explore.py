@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +48,30 @@ LADDER_COLUMNS = ("N", "D", "C", "loss", "bpb", "size", "branch", "status")
 # against 0.07 for either loss alone, below the 0.02-0.1 nats between learning rates the
 # pruner sees early; the last evaluation keeps recipe.eval_tokens for the final ranking.
 INTERIM_EVAL_TOKENS = 4096
+
+
+def eval_every(trial_tokens: int, recipe: Recipe, pruner: str) -> int:
+    """Steps between a search trial's evaluations: ``recipe.evals_per_run`` of them for the
+    pruner to compare, and only the closing one without a pruner (nothing reads the rest)."""
+    steps = max(1, trial_tokens // recipe.batch_tokens)
+    return 0 if pruner == "none" else max(1, steps // recipe.evals_per_run)
+
+
+def trial_seconds(trial: dict[str, Any], every: int, recipe: Recipe,
+                  train: Callable[[Any, float], float],
+                  evaluation: Callable[[Any, int], float], cfg: Any) -> float:
+    """Predicted seconds of one search trial as it ran (its ``tokens``, its ``state``):
+    ``train(cfg, tokens)``, an interim evaluation (``evaluation(cfg, val_tokens)``) every
+    ``every`` steps and, unless a pruner stopped it there, the closing full one. Predicting
+    every trial with a whole trial's evaluations made the time scale of the demo's search
+    0.86 where its trainings ran 1.2x slower than the time model, and the ladder designed
+    with it overran its share by a size."""
+    steps = math.ceil(float(trial["tokens"]) / recipe.batch_tokens)
+    pruned = trial.get("state") == "pruned"
+    interim = (steps - (0 if pruned else 1)) // every if every else 0
+    return (train(cfg, float(trial["tokens"]))
+            + interim * evaluation(cfg, min(recipe.eval_tokens, INTERIM_EVAL_TOKENS))
+            + (0.0 if pruned else evaluation(cfg, recipe.eval_tokens)))
 
 
 def search_space(lr: float) -> dict[str, Any]:
@@ -73,10 +98,9 @@ def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budg
     starts no trial it cannot pay for (what is left goes back to the run)."""
     from lmalloc.search.study import STUDY_NAME, SearchSettings, run_search
 
-    steps = max(1, trial_tokens // recipe.batch_tokens)
     # the schedule of the ladder and the final run (WSD), so the lr found is theirs
     base_train = recipe.train_config(
-        max_tokens=trial_tokens, eval_every=max(1, steps // recipe.evals_per_run),
+        max_tokens=trial_tokens, eval_every=eval_every(trial_tokens, recipe, pruner),
         interim_eval_tokens=min(recipe.eval_tokens, INTERIM_EVAL_TOKENS)).to_dict()
     model = {k: v for k, v in proxy.items() if k != "vocab_size"}
     s = SearchSettings(
@@ -92,6 +116,7 @@ def run_search_stage(run: RunDir, proxy: dict[str, Any], recipe: Recipe, *, budg
     s.trial_flops = train_flops_per_token(GPTConfig.from_dict(proxy)) * trial_tokens
     s.trial_seconds = trial_seconds
     summary = run_search(s, on_poll=on_poll)
+    summary["eval_every"] = base_train["eval_every"]
     best = summary.get("best") or []
     summary["best_params"] = (best[0]["params"] if best
                               else {"lr": recipe.lr, "warmup": recipe.warmup})

@@ -350,28 +350,53 @@ def run_search(
     return summarize(load_study(s))
 
 
+class _Interrupted(BaseException):
+    """Ctrl-C during an inline search. Optuna records a KeyboardInterrupt raised in a trial as a
+    failed trial and logs its traceback; this passes through it instead, leaving the trial
+    RUNNING for the rerun's orphan recovery to retry (as a killed worker's is)."""
+
+
 def _run_inline(s: SearchSettings, study: optuna.Study,
                 on_poll: Callable[[optuna.Study], None] | None) -> None:
-    if on_poll is None:
-        _optimize(s, 0)
-        return
+    """Train the trials on the calling thread and poll from a helper thread. Not the other way
+    round: torch's OpenMP pool serves the thread that started the process, and a training on
+    another thread ran 1.5x slower per step on 2 cores, as if on one (bench/thread_step.py)."""
+    import signal
     import threading
 
+    done = threading.Event()
     errors: list[BaseException] = []
 
-    def target() -> None:
-        try:
-            _optimize(s, 0)
-        except BaseException as e:  # re-raised in the caller's thread
-            errors.append(e)
+    def poll() -> None:
+        while on_poll is not None and not done.wait(2.0):
+            try:
+                on_poll(study)
+            except BaseException as e:  # re-raised in the caller's thread
+                errors.append(e)
+                return
 
-    t = threading.Thread(target=target, daemon=True)
+    def interrupt(_sig: int, _frame: Any) -> None:
+        raise _Interrupted
+
+    # only where Ctrl-C would raise KeyboardInterrupt (not off the main thread, not ignored)
+    main = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    before = signal.signal(signal.SIGINT, interrupt) if main else None
+    t = threading.Thread(target=poll, daemon=True)
     t.start()
-    while t.is_alive():
-        t.join(2.0)
-        on_poll(study)
+    try:
+        _optimize(s, 0)
+    except _Interrupted:
+        raise KeyboardInterrupt from None
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, before)
+        done.set()
+        t.join()
     if errors:
         raise errors[0]
+    if on_poll is not None:
+        on_poll(study)
 
 
 def _run_processes(s: SearchSettings, workers: int, study: optuna.Study,

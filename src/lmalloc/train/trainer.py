@@ -489,7 +489,11 @@ class Trainer:
     def _finish(self, status: str, reason: str) -> TrainResult:
         s = self.state
         if status not in ("diverged", "oom"):
-            if (s["last_eval_step"] != self.step or not self._last_eval_full) and self.step > 0:
+            # a closing full evaluation, unless a pruner stopped the run at its interim one: its
+            # value is the pruner's and nothing reads another (it cost a pruned search trial a
+            # quarter of its time)
+            if (s["last_eval_step"] != self.step or not self._last_eval_full) and self.step > 0 \
+                    and status != "pruned":
                 code = self._evaluate()  # a pruner may still stop here; the run is over anyway
                 if code and status == "completed":
                     status, reason = code

@@ -98,3 +98,37 @@ def test_the_recipe_shares_the_train_configs_defaults() -> None:
     cfg = recipe.train_config(max_tokens=4096)
     assert isinstance(cfg, TrainConfig)
     assert (cfg.lr, cfg.batch_tokens, cfg.schedule, cfg.max_tokens) == (1e-2, 2048, "wsd", 4096)
+
+
+def test_time_scale_predicts_each_search_trial_as_it_ran(tmp_path: Path) -> None:
+    """A pruned trial paid for its training and its short interim evaluations only, a finished
+    one for its closing full evaluation too, a trial without a pruner for that one alone:
+    predicted so, trials that each ran 1.2x their prediction give a scale of 1.2."""
+    from lmalloc.plan.planner import eval_seconds
+    from lmalloc.run.explore import INTERIM_EVAL_TOKENS
+
+    p = RunContext(tmp_path / "r", RunOptions(hardware="cpu", recipe=RECIPE))
+    p.allowance = Allowance(p.run, "1h", "seconds", 3600.0, None, None)
+    proxy = GPTConfig(vocab_size=4096, n_layer=3, n_head=4, d_model=64, seq_len=128)
+    train = cost_function("seconds", p.hardware, RECIPE, evals=0)
+    ev = eval_seconds(p.hardware, RECIPE)
+    interim = ev(proxy, INTERIM_EVAL_TOKENS)
+    full = ev(proxy, RECIPE.eval_tokens)
+    assert 0 < interim < full
+    # 30-step trials evaluated every 7 steps; a 7-step horizon trial evaluated at its end
+    truth = [("pruned", 14336, train(proxy, 14336) + interim),
+             ("complete", 61440, train(proxy, 61440) + 4 * interim + full),
+             ("pruned", 57344, train(proxy, 57344) + 4 * interim)]
+    main = [{"state": s, "tokens": n, "seconds": 1.2 * t} for s, n, t in truth]
+    horizon = [{"state": "complete", "tokens": 14336,
+                "seconds": 1.2 * (train(proxy, 14336) + full)}]
+    doc = {"best_params": {"lr": 1e-2}, "proxy": proxy.to_dict(), "trials": main,
+           "eval_every": 7, "horizon": {"trials": horizon, "eval_every": 0}}
+    p.run.root.mkdir(parents=True)
+    p.run.path("search.json").write_text(json.dumps(doc))
+    assert p.time_scale() == pytest.approx(1.2)
+    # what a whole trial's evaluations would have predicted for each: a scale far from 1.2
+    whole = cost_function("seconds", p.hardware, RECIPE, evals=RECIPE.evals_per_run)
+    naive = sum(t["seconds"] for t in main + horizon) / sum(
+        whole(proxy, t["tokens"]) for t in main + horizon)
+    assert abs(naive - 1.2) > 0.1
