@@ -87,6 +87,16 @@ def test_trials_train_on_the_main_thread_while_a_helper_polls(
     assert polled_on  # at least the closing poll, on the main thread once training is over
 
 
+@pytest.mark.parametrize("pruner", ["none", "asha"])
+def test_a_trial_is_evaluated_along_the_way_only_for_a_pruner(run: Path, pruner: str) -> None:
+    # a recipe that asks for one closing evaluation: without a pruner nothing reads more
+    (run.parent / "tiny.toml").write_text(tiny_recipe_toml(eval_every=0))
+    st.run_search(settings(run, n_trials=1, pruner=pruner))
+    rows = (run / "trials" / "0" / "metrics.jsonl").read_text().splitlines()
+    evals = sum('"kind": "eval"' in line for line in rows)
+    assert evals == 1 if pruner == "none" else evals > 1
+
+
 def test_a_second_study_in_the_run_keeps_its_own_trials(run: Path) -> None:
     from dataclasses import replace
 

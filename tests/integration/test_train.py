@@ -231,3 +231,36 @@ def test_wsd_branch_equals_the_full_run(data: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="wsd"):
         Trainer(tiny_model(), tiny_train(), data, tmp_path / "x", branch_from=snap,
                 cooldown_tokens=256)
+
+
+@pytest.mark.parametrize("planned_steps, max_seconds", [(12, 1.0), (1000, 0.5)])
+def test_fill_time_ends_the_cooled_down_run_at_its_time_limit(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planned_steps: int,
+        max_seconds: float) -> None:
+    """A clock of 10 ms per step: the run planned too short goes on to ~98 % of its time, the
+    one planned too long cools down early; both end cooled down, not cut by the limit."""
+    monkeypatch.setattr(Trainer, "seconds", lambda self: 0.01 * self.step)
+    cfg = tiny_train(max_steps=None, max_tokens=planned_steps * 256, max_seconds=max_seconds,
+                     schedule="wsd", cooldown_frac=0.2, warmup=0.05, eval_every=0,
+                     fill_time=True)
+    out = tmp_path / "o"
+    r = Trainer(tiny_model(), cfg, data, out).fit()
+    assert r.status == "completed", r.reason
+    budget = int(0.98 * max_seconds / 0.01)
+    assert budget - 8 <= r.steps <= budget, (r.steps, budget)
+    lrs = [row["lr"] for row in read_metrics(out / "metrics.jsonl") if row.get("kind") == "train"]
+    # the cooldown (after the last step at the peak) is the last cooldown_frac of the run as
+    # it ended, and decays towards the floor (0.1 of the lr) in steps of ~1/10 of its length
+    last_peak = max(i for i, lr in enumerate(lrs) if lr == max(lrs))
+    assert abs((r.steps - 1 - last_peak) / r.steps - 0.2) < 0.05
+    assert lrs[-1] < 0.25 * cfg.lr
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["total_steps"] == r.steps and state["filling"] is False
+
+
+def test_fill_time_needs_a_time_limit_and_a_wsd_length() -> None:
+    with pytest.raises(UserError, match="fill_time needs"):
+        tiny_train(max_steps=None, max_tokens=2560, schedule="cosine", max_seconds=1.0,
+                   fill_time=True)
+    with pytest.raises(UserError, match="fill_time needs"):
+        tiny_train(max_steps=None, max_tokens=2560, schedule="wsd", fill_time=True)

@@ -42,6 +42,9 @@ SHARE_SLACK = 0.05
 """A stage over its share by more than this fraction is said to have overspent."""
 SHORT_RUN = 0.95
 """A final run that trained less than this fraction of its planned tokens stopped short."""
+LONG_RUN = 0.05
+"""A final run that trained more than 1 + this of its planned tokens (``fill_time``) is said
+to have."""
 OVERFIT_GAP = 0.5
 """Validation loss above the final training loss by more than this many nats: memorising."""
 
@@ -311,6 +314,9 @@ def interval_verdict(plan: dict[str, Any], train: dict[str, Any]) -> Verdict | N
         text += (f"; but the run trained only {short:.0%} of the planned tokens, so it is "
                  "not the run the prediction is for")
         severity = PROBLEM if severity == PROBLEM else WARNING
+    elif short is not None and short > 1 + LONG_RUN:
+        text += (f"; the run trained {short:.0%} of the planned tokens (it filled its time "
+                 "limit), so its loss is expected a little below the prediction for the plan")
     return Verdict("interval", severity, text + ".")
 
 

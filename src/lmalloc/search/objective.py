@@ -277,7 +277,9 @@ class TrialObjective:
     ) -> float | tuple[float, float]:
         from lmalloc.train.trainer import Trainer
 
-        if train_cfg.eval_every == 0:  # the pruner needs intermediate reports
+        pruned = self.pareto_pruning or not isinstance(trial.study.pruner,
+                                                       optuna.pruners.NopPruner)
+        if train_cfg.eval_every == 0 and pruned:  # the pruner needs intermediate reports
             steps = (train_cfg.max_tokens or 0) // train_cfg.batch_tokens
             train_cfg = train_cfg.replace(eval_every=max(1, steps // 8) if steps else 0)
         name = trial.study.study_name

@@ -33,7 +33,7 @@ DEVICES = ("auto", "cpu", "cuda")
 STOP_FIELDS = ("max_tokens", "max_steps", "max_flops", "max_seconds")
 # Fields that may change between a run and its resumption: they do not change the math.
 RESUMABLE_FIELDS = ("max_seconds", "checkpoint_every", "device", "activation_checkpointing",
-                    "interim_eval_tokens")
+                    "interim_eval_tokens", "fill_time")
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,11 @@ class TrainConfig:
             (``torch.utils.checkpoint``, non-reentrant): only block inputs stay saved, for
             about 1/3 more compute; the losses are unchanged, so a run may resume with it
             switched. :func:`lmalloc.cost.memory.recommend` turns it on when nothing else fits.
+        fill_time: WSD with ``max_seconds`` and ``max_tokens``: the run ends at its time
+            limit, not at its planned length. The stable phase goes on (or stops early) until
+            the time left, at the step time measured so far, fits a cooldown of
+            ``cooldown_frac`` of the run, which then starts: a run planned with a cautious
+            time model neither idles the rest of its time nor is cut before it cooled down.
     """
 
     lr: float = 3e-3
@@ -111,6 +116,7 @@ class TrainConfig:
     snapshot_tokens: tuple[int, ...] = field(default_factory=tuple)
     log_every: int = 1
     activation_checkpointing: bool = False
+    fill_time: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "snapshot_tokens", tuple(int(t) for t in self.snapshot_tokens))
@@ -223,6 +229,10 @@ def _check_stops(cfg: TrainConfig) -> None:
         raise UserError(
             f"no stop condition: set at least one of {', '.join(STOP_FIELDS)}"
         )
+    if cfg.fill_time and (cfg.schedule != "wsd" or None in (cfg.max_seconds, cfg.max_tokens)
+                          or cfg.max_steps is not None or cfg.max_flops is not None):
+        raise UserError("fill_time needs schedule = 'wsd', max_seconds and max_tokens, and "
+                        "neither max_steps nor max_flops (the time limit sets the length)")
     for name in STOP_FIELDS:
         if getattr(cfg, name) is not None:
             _positive(cfg, name, integer=name in ("max_tokens", "max_steps"))

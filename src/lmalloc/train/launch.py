@@ -69,10 +69,11 @@ def resolve_settings(run: RunDir, recipe: str | Path | None) -> tuple[dict[str, 
 def apply_overrides(train: TrainConfig, max_tokens: int | None = None,
                     max_seconds: float | None = None, lr: float | None = None) -> TrainConfig:
     """CLI overrides: ``max_tokens`` sets the run's length (replacing the recipe's token, step
-    and FLOP limits); ``max_seconds`` adds a time limit; ``lr`` sets the peak lr."""
+    and FLOP limits, and a plan's ``fill_time``); ``max_seconds`` adds a time limit; ``lr``
+    sets the peak lr."""
     changes: dict[str, Any] = {}
     if max_tokens is not None:
-        changes.update(max_tokens=max_tokens, max_steps=None, max_flops=None)
+        changes.update(max_tokens=max_tokens, max_steps=None, max_flops=None, fill_time=False)
     if max_seconds is not None:
         changes["max_seconds"] = max_seconds
     if lr is not None:

@@ -24,7 +24,7 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,10 @@ from lmalloc.train.optim import build_optimizer, set_lr
 from lmalloc.train.schedules import Schedule, branch, make_schedule
 from lmalloc.train.validation import evaluate_lm
 
+FILL_TARGET = 0.98
+"""``fill_time`` ends the run at this share of ``max_seconds`` (the rest: the step time's
+drift during the cooldown)."""
+FILL_MIN_STEPS = 20  # steps measured before fill_time decides anything
 STATUSES = ("completed", "diverged", "pruned", "stopped", "time_limit", "oom")
 _STOP_CODES = {0: None, 1: "pruned", 2: "stopped"}
 OOM_ERRORS: tuple[type[BaseException], ...] = (
@@ -254,7 +258,8 @@ class Trainer:
 
     def _fresh_state(self) -> dict[str, Any]:
         return {"step": 0, "tokens": 0, "flops": 0.0, "seconds": 0.0, "min_loss": None,
-                "train_loss": None, "last_eval_step": None, "last_eval": None}
+                "train_loss": None, "last_eval_step": None, "last_eval": None,
+                "filling": False}
 
     def _plan(self) -> None:
         """Restore or start the state and fix the schedule and the number of steps."""
@@ -277,6 +282,7 @@ class Trainer:
                     f"schedule {self.cfg.schedule!r} needs a length: set max_tokens, max_steps "
                     "or max_flops (max_seconds alone only works with schedule = 'constant')")
             self.schedule = make_schedule(self.cfg, self.total_steps)
+            self.state["filling"] = self.cfg.fill_time
         self.step = int(self.state["step"])
 
     def _start_branch(self) -> None:
@@ -338,6 +344,10 @@ class Trainer:
         self._startup_s = self._t0 - self._created
         self._seconds0 = float(self.state["seconds"])
         self._flops0 = float(self.state["flops"])
+        # fill_time measures the step time from here (this session, its first step included)
+        self._fill_ref = (self.step, self._seconds0)
+        self._last_eval_s: float | None = None
+        self._last_save_s = 0.0
         self._call("on_train_start")
         status, reason = self._loop()
         return self._finish(status, reason)
@@ -347,7 +357,8 @@ class Trainer:
 
     def _stop_reason(self) -> tuple[str, str] | None:
         c = self.cfg
-        if self.total_steps is not None and self.step >= self.total_steps:
+        if self.total_steps is not None and self.step >= self.total_steps \
+                and not self.state.get("filling"):  # else the length is not known yet
             return "completed", f"reached {self.total_steps} steps"
         if c.max_seconds is not None:
             over = self.ctx.is_main and self.seconds() >= c.max_seconds
@@ -355,8 +366,34 @@ class Trainer:
                 return "time_limit", f"reached max_seconds = {c.max_seconds}"
         return None
 
+    def _fill_time(self) -> None:
+        """``fill_time``: while the run is in its stable phase, start the cooldown at the
+        first step where the time left (less the closing evaluation and checkpoint, at their
+        measured cost) holds no more steps than a cooldown of ``cooldown_frac`` of the run;
+        rank 0 decides for all."""
+        if not self.state.get("filling"):
+            return
+        end = 0
+        done = self.step - self._fill_ref[0]
+        if self.ctx.is_main and done >= FILL_MIN_STEPS:
+            c = self.cfg
+            per_step = (self.seconds() - self._fill_ref[1]) / done
+            closing = (self._last_eval_s if self._last_eval_s is not None
+                       else per_step * (c.eval_tokens or self.val.num_tokens)
+                       / c.batch_tokens / 3) + self._last_save_s
+            left = FILL_TARGET * float(c.max_seconds or 0.0) - self.seconds() - closing
+            steps = max(1, int(left / per_step))
+            if steps <= round(c.cooldown_frac * (self.step + steps)):
+                end = self.step + steps
+        end = broadcast_int(end, self.ctx)
+        if end:
+            self.schedule = replace(self.schedule, decay_start=self.step, decay_end=end,
+                                    warmup_steps=min(self.schedule.warmup_steps, self.step))
+            self.total_steps, self.state["filling"] = end, False
+
     def _loop(self) -> tuple[str, str]:
         while (stop := self._stop_reason()) is None:
+            self._fill_time()
             try:
                 row = self._train_step()
             except OOM_ERRORS as e:
@@ -382,7 +419,8 @@ class Trainer:
 
     def _train_step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        lr = self.cfg.lr * self.schedule(self.step)
+        stable = self.state.get("filling") and self.step >= self.schedule.warmup_steps
+        lr = self.cfg.lr * (1.0 if stable else self.schedule(self.step))
         set_lr(self.optimizer, lr)
         loss_sum = torch.zeros((), device=self.ctx.device, dtype=torch.float32)
         for m in range(self.accum):
@@ -455,6 +493,8 @@ class Trainer:
         if not split_eval:  # the root unit stays gathered after a forward without backward
             self.model.reshard()  # type: ignore[operator]
         self._eval_s += time.perf_counter() - t0
+        if self._last_eval_full:  # what the closing evaluation will cost
+            self._last_eval_s = time.perf_counter() - t0
         s = self.state
         row = {"step": self.step, "tokens": s["tokens"], "flops": s["flops"],
                "seconds": self.seconds(), "val_loss": res["loss"], "val_bpb": res["bpb"],
@@ -485,6 +525,7 @@ class Trainer:
                      "parallel": self.parallel}
             ckpt.write_checkpoint(path, model_sd, optim_sd, state)
         self._save_s += time.perf_counter() - t0
+        self._last_save_s = time.perf_counter() - t0
 
     def _finish(self, status: str, reason: str) -> TrainResult:
         s = self.state

@@ -58,6 +58,7 @@ def test_flops_plan_spends_the_budget_with_trainable_settings(fit) -> None:  # t
     assert loss["low"] <= loss["value"] <= loss["high"]
     assert bpb["value"] == pytest.approx(loss["value"] * 0.3 / math.log(2))
     assert plan["train"]["max_seconds"] is None  # no time stop for a compute budget
+    assert plan["train"]["fill_time"] is False  # its length is its FLOPs
 
 
 def test_time_plan_fits_the_time_and_stops_hard(fit) -> None:  # type: ignore
@@ -67,6 +68,7 @@ def test_time_plan_fits_the_time_and_stops_hard(fit) -> None:  # type: ignore
                      tokens_per_byte=0.3)
     assert plan["predicted"]["seconds"] <= 900.0
     assert plan["train"]["max_seconds"] == 900.0
+    assert plan["train"]["fill_time"] is True  # the run ends at its time limit, cooled down
     feasible = [c for c in plan["allocation"]["candidates"] if c["feasible"]]
     best = min(c["loss"]["value"] for c in feasible)
     assert plan["predicted"]["loss"]["value"] == best

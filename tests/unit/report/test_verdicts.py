@@ -201,6 +201,15 @@ def test_a_final_run_cut_short_is_not_the_predicted_run() -> None:
     assert "slower than the time model predicted" in found["final run"].text
 
 
+def test_a_final_run_that_filled_its_time_says_so() -> None:
+    art = healthy()
+    art["train"].update(status="completed", tokens=1.2 * 4e6)
+    v = _by_topic(judge(**art))["interval"]
+    assert v.severity == OK and "trained 120% of the planned tokens" in v.text
+    art["train"].update(tokens=1.02 * 4e6)  # within 5 %: not worth a word
+    assert "planned tokens" not in _by_topic(judge(**art))["interval"].text
+
+
 def test_budget_overspent_and_final_share_short() -> None:
     art = healthy()
     art["summary"]["shares"]["ladder"]["spent"] = 76.1
