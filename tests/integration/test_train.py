@@ -264,3 +264,22 @@ def test_fill_time_needs_a_time_limit_and_a_wsd_length() -> None:
                    fill_time=True)
     with pytest.raises(UserError, match="fill_time needs"):
         tiny_train(max_steps=None, max_tokens=2560, schedule="wsd", fill_time=True)
+
+
+def test_fill_time_shortens_the_cooldown_when_the_machine_slows_down(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps 3x slower from step 330, after the cooldown started at ~314: the rest of the
+    cooldown is squeezed into the time left, and the run still ends cooled down, not cut."""
+    def clock(self: Trainer) -> float:
+        return 0.0025 * min(self.step, 330) + 0.0075 * max(0, self.step - 330)
+
+    monkeypatch.setattr(Trainer, "seconds", clock)
+    cfg = tiny_train(max_steps=None, max_tokens=1000 * 256, max_seconds=1.0, schedule="wsd",
+                     cooldown_frac=0.2, warmup=0.05, eval_every=0, fill_time=True)
+    out = tmp_path / "o"
+    r = Trainer(tiny_model(), cfg, data, out).fit()
+    assert r.status == "completed", r.reason
+    assert r.seconds <= 0.98 and r.steps > 340
+    lrs = [row["lr"] for row in read_metrics(out / "metrics.jsonl") if row.get("kind") == "train"]
+    assert lrs[-1] < 0.25 * cfg.lr  # cooled down to near the floor
+    assert all(b <= a + 1e-12 for a, b in zip(lrs[320:], lrs[321:], strict=False))  # never up
